@@ -1,0 +1,203 @@
+"""Wiring: settings in, a running aiohttp application out. The only place that builds clients."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+from aiohttp import web
+
+from entrepot import __version__
+from entrepot.accesslog import AccessLog
+from entrepot.config import Settings, parse_proxy_list, split_host_port
+from entrepot.errors import ConfigError, NotFoundError
+from entrepot.gomod.direct import DirectUpstream
+from entrepot.gomod.handlers import GoHandlers
+from entrepot.gomod.paths import endpoint_of
+from entrepot.gomod.service import GoService, Router, Rule
+from entrepot.gomod.upstream import Chain, ProxyUpstream, Upstream, build_chain
+from entrepot.metrics import CONTENT_TYPE, Endpoint, Metrics
+from entrepot.storage.filesystem import FilesystemStorage
+from entrepot.web.observe import observer
+from entrepot.web.responses import TEXT
+
+log = logging.getLogger("entrepot")
+
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
+SERVICE: web.AppKey[GoService] = web.AppKey("service", GoService)
+
+
+def _read_tokens(settings: Settings) -> dict[str, str]:
+    tokens = {}
+    for host, path in settings.go.credentials.bearer_tokens.items():
+        try:
+            tokens[host] = path.read_text().strip()
+        except OSError as e:
+            raise ConfigError(f"go.credentials.bearer_tokens[{host}]: cannot read {path}") from e
+    return tokens
+
+
+def build_router(
+    settings: Settings, *, client: httpx.AsyncClient, data_dir: Path
+) -> tuple[Router, list[Upstream]]:
+    """Parse every chain of the configuration into upstream objects (shared per URL)."""
+    go = settings.go
+    tokens = _read_tokens(settings)
+    auth: httpx.Auth | None = None
+    if go.credentials.netrc_file is not None:
+        try:
+            auth = httpx.NetRCAuth(str(go.credentials.netrc_file))
+        except Exception as e:  # netrc.NetrcParseError, OSError
+            raise ConfigError(
+                f"go.credentials.netrc_file: cannot read {go.credentials.netrc_file}: {e}"
+            ) from e
+    proxies: dict[str, Upstream] = {}
+    direct: DirectUpstream | None = None
+
+    def make_proxy(url: str) -> Upstream:
+        if url not in proxies:
+            proxies[url] = ProxyUpstream(url, client=client, tokens=tokens, auth=auth)
+        return proxies[url]
+
+    chains = [go.proxy or ""] + [r.proxy for r in go.routes or [] if r.proxy]
+    if any(e.kind == "direct" for c in chains for e in parse_proxy_list(c)):
+        direct = DirectUpstream(
+            home=data_dir / ".direct", settings=go.direct, credentials=go.credentials
+        )
+
+    def chain(text: str) -> Chain:
+        return build_chain(parse_proxy_list(text), make_proxy=make_proxy, direct=direct)
+
+    rules = [
+        Rule(r.patterns, chain=chain(r.proxy) if r.proxy else None, deny=r.deny)
+        for r in go.routes or []
+    ]
+    upstreams: list[Upstream] = list(proxies.values()) + ([direct] if direct else [])
+    return Router(rules, chain(go.proxy or "off")), upstreams
+
+
+def build_app(settings: Settings, *, access_log: AccessLog | None = None) -> web.Application:
+    metrics = Metrics()
+    storage = FilesystemStorage(settings.data_dir)
+    accesslog = access_log or AccessLog(enabled=settings.log.access)
+    client = httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.go.upstream_timeout),
+        limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+        follow_redirects=False,
+        headers={"User-Agent": f"entrepot/{__version__}"},
+        trust_env=True,
+    )
+    router, _ = build_router(settings, client=client, data_dir=storage.root)
+    service = GoService(
+        storage=storage,
+        router=router,
+        cache=settings.go.cache,
+        metrics=metrics,
+        max_zip_bytes=settings.go.max_zip_bytes,
+    )
+    handlers = GoHandlers(service, settings.go.cache)
+
+    app = web.Application(
+        middlewares=[observer(metrics=metrics, accesslog=accesslog, classify=_endpoint)]
+    )
+    app[METRICS] = metrics
+    app[SERVICE] = service
+
+    async def healthz(request: web.Request) -> web.Response:
+        request["endpoint"] = "health"
+        return web.Response(text="ok\n", content_type="text/plain")
+
+    async def readyz(request: web.Request) -> web.Response:
+        request["endpoint"] = "health"
+        if not storage.writable():
+            return web.Response(status=503, text=f"storage not writable: {storage.root}\n")
+        return web.Response(text="ready\n", content_type="text/plain")
+
+    async def metrics_page(request: web.Request) -> web.Response:
+        request["endpoint"] = "metrics"
+        return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
+
+    async def index(request: web.Request) -> web.Response:
+        return web.Response(
+            text=(
+                f"Entrepôt {__version__}: a Go module mirror.\n"
+                f"Use it with: GOPROXY={request.scheme}://{request.host}\n"
+            ),
+            headers={"Content-Type": TEXT},
+        )
+
+    async def sumdb(request: web.Request) -> web.Response:
+        request["endpoint"] = "sumdb"
+        raise NotFoundError(
+            "this mirror does not proxy checksum databases yet; the go command will ask the"
+            " next GOPROXY entry or the database itself"
+        )
+
+    async def goproxy(request: web.Request) -> web.StreamResponse:
+        return await handlers.handle(request)
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_page)
+    app.router.add_get("/", index)
+    app.router.add_get("/sumdb/{tail:.*}", sumdb)
+    app.router.add_get("/{tail:.+}", goproxy)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        flusher = asyncio.create_task(_flush_every_second(accesslog))
+        yield
+        await service.flights.drain(settings.shutdown_timeout)
+        flusher.cancel()
+        accesslog.flush()
+        await client.aclose()
+        storage.discard_staged()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+def _endpoint(path: str) -> Endpoint:
+    found = endpoint_of(path)
+    return found if found is not None else "other"
+
+
+async def _flush_every_second(accesslog: AccessLog) -> None:
+    while True:
+        await asyncio.sleep(1)
+        accesslog.flush()
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGTERM/SIGINT; then finish in-flight requests and discard partial writes."""
+    app = build_app(settings)
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=settings.shutdown_timeout
+    )
+    await runner.setup()
+    host, port = split_host_port(settings.listen)
+    site = web.TCPSite(runner, host or None, port, backlog=1024)
+    await site.start()
+    bound = runner.addresses[0] if runner.addresses else (host, port)
+    shown = f"[{bound[0]}]" if ":" in str(bound[0]) else bound[0]
+    log.info(
+        "serving Go modules on http://%s:%s (upstream %s, data %s)",
+        shown,
+        bound[1],
+        settings.go.proxy,
+        settings.data_dir.absolute(),
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down: finishing in-flight requests")
+        await runner.cleanup()

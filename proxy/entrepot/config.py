@@ -1,0 +1,513 @@
+"""Configuration: one pydantic model, read once at start-up and passed down.
+
+Sources, lowest priority first: the defaults below, a YAML/JSON config file, ``ENTREPOT_*``
+environment variables (nested fields joined by ``__``, e.g. ``ENTREPOT_GO__PROXY``), and the
+command-line flags. When nothing sets ``go.proxy`` the upstream chain comes from the user's own
+Go configuration (``GOPROXY`` in the environment, else ``go env GOPROXY``), and private paths
+(``GONOPROXY``/``GOPRIVATE``) are routed to ``direct`` as the go command itself would do.
+
+The same models will generate the operator's CRD schema, so every field has a description, a
+default and bounds; docs/configuration.md is generated from them (``entrepot config-reference``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+from entrepot.errors import ConfigError
+from entrepot.gomod.module import match_prefix_patterns
+
+ENV_PREFIX = "ENTREPOT_"
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+DURATION_PATTERN = r"^(\d+(\.\d+)?(ms|s|m|h|d))+$"
+
+
+def parse_duration(value: object) -> float:
+    """Parse ``"90s"``, ``"5m"``, ``"1h30m"``, ``"7d"`` or a number of seconds into seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a string such as '30s', '5m', '1h' or a number of seconds")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    if not isinstance(value, str) or not re.fullmatch(DURATION_PATTERN, value.strip()):
+        raise ValueError(
+            f"invalid duration {value!r}: use a number with a unit, e.g. '30s', '5m', '1h30m', '7d'"
+        )
+    return sum(
+        float(n) * _DURATION_UNITS[unit] for n, unit in _DURATION_PART.findall(value.strip())
+    )
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest exact spelling of a duration, e.g. ``5400.0`` → ``"1h30m"``."""
+    if seconds == 0:
+        return "0s"
+    if seconds != int(seconds):
+        return f"{round(seconds * 1000)}ms"
+    rest, parts = int(seconds), []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if rest >= size:
+            parts.append(f"{rest // size}{unit}")
+            rest %= size
+    return "".join(parts)
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN}),
+]
+
+
+@dataclass(frozen=True)
+class ProxyEntry:
+    """One element of a GOPROXY-style list.
+
+    ``fall_back_on_error`` is Go's rule: the separator *after* an entry decides whether any
+    error (``|``) or only 404/410 (``,``) moves on to the next entry.
+    """
+
+    url: str  # an http(s):// or file:// base URL, or "direct" / "off"
+    fall_back_on_error: bool
+
+    @property
+    def kind(self) -> Literal["proxy", "file", "direct", "off"]:
+        if self.url in ("direct", "off"):
+            return "direct" if self.url == "direct" else "off"
+        return "file" if self.url.startswith("file://") else "proxy"
+
+
+def parse_proxy_list(value: str) -> list[ProxyEntry]:
+    """Parse a GOPROXY value (``a,b|c,direct``) as ``cmd/go/internal/modfetch`` does."""
+    entries: list[ProxyEntry] = []
+    rest = value.strip()
+    while rest:
+        i = min((p for p in (rest.find(","), rest.find("|")) if p >= 0), default=-1)
+        item, sep = (rest, "") if i < 0 else (rest[:i], rest[i])
+        rest = "" if i < 0 else rest[i + 1 :]
+        item = item.strip()
+        if not item:
+            continue
+        if item == "noproxy":
+            raise ValueError("'noproxy' is not a valid upstream; use a route instead")
+        if item not in ("direct", "off"):
+            parts = urlsplit(item)
+            if parts.scheme not in ("http", "https", "file") or (
+                parts.scheme != "file" and not parts.netloc
+            ):
+                raise ValueError(
+                    f"invalid upstream {item!r}: use an http(s):// or file:// URL, "
+                    "'direct' or 'off', separated by ',' or '|'"
+                )
+            item = item.rstrip("/")
+        entries.append(ProxyEntry(url=item, fall_back_on_error=sep == "|"))
+    if not entries:
+        raise ValueError("the upstream list is empty; give at least one URL, 'direct' or 'off'")
+    return entries
+
+
+def _check_proxy_list(value: str | None) -> str | None:
+    if value is not None:
+        parse_proxy_list(value)
+    return value
+
+
+def _check_patterns(value: str) -> str:
+    globs = [g for g in value.split(",") if g.strip()]
+    if not globs:
+        raise ValueError("patterns must name at least one module path glob, e.g. 'example.com/*'")
+    match_prefix_patterns(value, "example.com/probe")  # raises ValueError on a bad glob
+    return value
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Route(_Model):
+    """Module paths matching ``patterns`` use their own upstream chain, or are refused."""
+
+    patterns: str = Field(
+        description="Comma-separated module path globs, as in GOPRIVATE ('corp.example.com/*').",
+    )
+    proxy: str | None = Field(
+        default=None,
+        description="GOPROXY-style chain for these paths, e.g. 'direct'. One of proxy/deny.",
+    )
+    deny: str | None = Field(
+        default=None,
+        description="Refuse these paths with 403 and this explanation. Exactly one of proxy/deny.",
+    )
+
+    _patterns = field_validator("patterns")(classmethod(lambda cls, v: _check_patterns(v)))
+    _proxy = field_validator("proxy")(classmethod(lambda cls, v: _check_proxy_list(v)))
+
+    @model_validator(mode="after")
+    def _one_action(self) -> Route:
+        if (self.proxy is None) == (self.deny is None):
+            raise ValueError("a route needs exactly one of 'proxy' (a chain) or 'deny' (a message)")
+        return self
+
+
+class GoCache(_Model):
+    """How long mutable answers are trusted. Immutable artifacts are cached forever."""
+
+    list_ttl: Duration = Field(
+        default=300.0, description="Age after which a cached version list is refreshed."
+    )
+    latest_ttl: Duration = Field(
+        default=300.0, description="Age after which a cached @latest answer is refreshed."
+    )
+    query_ttl: Duration = Field(
+        default=300.0,
+        description="Age after which a cached .info of a query (branch, tag, commit) is refreshed.",
+    )
+    stale_while_revalidate: Duration = Field(
+        default=3600.0,
+        description=(
+            "After its TTL, a mutable answer younger than TTL + this is served at once while a"
+            " background refresh runs; an older one is refreshed before answering."
+        ),
+    )
+    max_stale: Duration = Field(
+        default=604800.0,
+        description="How long a mutable answer may still be served when every upstream fails.",
+    )
+    negative_ttl: Duration = Field(
+        default=60.0, description="How long a 'not found' answer is remembered."
+    )
+    memory_bytes: int = Field(
+        default=64 << 20,
+        ge=0,
+        description="Memory for small immutable files (.info, .mod) served without a disk read.",
+    )
+
+
+class Credentials(_Model):
+    """Secrets for upstreams and direct fetches, read from files; never from requests or logs."""
+
+    netrc_file: Path | None = Field(
+        default=None,
+        description="A netrc file: basic auth for upstream proxies and for direct VCS fetches.",
+    )
+    git_config_file: Path | None = Field(
+        default=None,
+        description="Extra git config for direct fetches (url.*.insteadOf, credential helpers).",
+    )
+    git_credentials_file: Path | None = Field(
+        default=None, description="A git-credentials store file used by direct fetches."
+    )
+    bearer_tokens: dict[str, Path] = Field(
+        default_factory=dict,
+        description="Upstream host → file holding a bearer token sent to that host.",
+    )
+
+
+class Direct(_Model):
+    """Fetching from version control with the go command, in an isolated GOPATH."""
+
+    go_binary: str = Field(default="go", description="The go command used for 'direct'.")
+    concurrency: int = Field(default=4, ge=1, le=64, description="Direct fetches running at once.")
+    timeout: Duration = Field(default=600.0, description="Time limit of one direct fetch.")
+    insecure: str = Field(
+        default="", description="GOINSECURE globs: module paths that may be fetched over http."
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra environment for the go command (e.g. GOVCS, GIT_SSH_COMMAND).",
+    )
+
+
+class GoSettings(_Model):
+    """The Go module proxy."""
+
+    proxy: str | None = Field(
+        default=None,
+        description=(
+            "Upstream chain in GOPROXY syntax ('https://a.example.com,https://b.example.com|direct')."
+            " Unset: GOPROXY of the server's environment, else `go env GOPROXY`."
+        ),
+    )
+    routes: list[Route] | None = Field(
+        default=None,
+        description=(
+            "Per-path chains or refusals, first match wins. Unset: GONOPROXY/GOPRIVATE of the"
+            " server's environment are routed to 'direct'."
+        ),
+    )
+    cache: GoCache = Field(default_factory=GoCache)
+    direct: Direct = Field(default_factory=Direct)
+    credentials: Credentials = Field(default_factory=Credentials)
+    upstream_timeout: Duration = Field(
+        default=60.0, description="Connect/read timeout for upstream proxies."
+    )
+    max_zip_bytes: int = Field(
+        default=500 << 20,
+        ge=1,
+        le=500 << 20,
+        description="Largest module zip accepted (the Go limit is 500 MiB).",
+    )
+
+    _proxy = field_validator("proxy")(classmethod(lambda cls, v: _check_proxy_list(v)))
+
+
+class LogSettings(_Model):
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Log level of the server's own messages."
+    )
+    access: bool = Field(default=True, description="Write one JSON access-log line per request.")
+
+
+class Settings(_Model):
+    """Everything `entrepot serve` reads."""
+
+    listen: str = Field(
+        default="127.0.0.1:8080",
+        description="HOST:PORT to listen on ('[::1]:8080' for IPv6, '0.0.0.0:8080' in a pod).",
+    )
+    data_dir: Path = Field(default=Path("data"), description="Where the filesystem cache lives.")
+    shutdown_timeout: Duration = Field(
+        default=30.0, description="How long in-flight requests may finish after SIGTERM."
+    )
+    log: LogSettings = Field(default_factory=LogSettings)
+    go: GoSettings = Field(default_factory=GoSettings)
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        split_host_port(value)
+        return value
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    """``"127.0.0.1:8080"`` → ``("127.0.0.1", 8080)``; ``"[::1]:80"`` → ``("::1", 80)``."""
+    m = re.fullmatch(r"\[(?P<h6>[0-9a-fA-F:.]+)\]:(?P<p6>\d+)|(?P<h>[^:\[\]]*):(?P<p>\d+)", value)
+    if not m:
+        raise ValueError(f"invalid listen address {value!r}: use HOST:PORT, e.g. 127.0.0.1:8080")
+    host = m["h6"] if m["h6"] is not None else m["h"]
+    port = int(m["p6"] or m["p"])
+    if not 0 <= port <= 65535:
+        raise ValueError(f"invalid port {port} in {value!r}: use 0-65535")
+    return host, port
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def _describe(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        value = e.get("input")
+        shown = "" if isinstance(value, dict) else f" = {json.dumps(value, default=str)}"
+        lines.append(f"  {where}{shown}: {msg}")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``ENTREPOT_GO__CACHE__LIST_TTL=10m`` → ``{"go": {"cache": {"list_ttl": "10m"}}}``."""
+    out: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        value: Any = raw
+        if raw[:1] in ("[", "{"):
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"invalid configuration: {name} is not valid JSON: {e}") from e
+        node = out
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"invalid configuration: {name} conflicts with another variable")
+        node[path[-1]] = value
+    return out
+
+
+def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
+    try:
+        data = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML/JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
+def go_env(name: str, environ: Mapping[str, str], *, go_binary: str = "go") -> str:
+    """A Go setting as the user's go command sees it: the environment, else ``go env``."""
+    if environ.get(name):
+        return environ[name]
+    exe = shutil.which(go_binary)
+    if exe is None:
+        return ""
+    try:
+        done = subprocess.run(
+            [exe, "env", name], capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def load_settings(
+    *,
+    config_file: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build the settings from defaults < file < ENTREPOT_* env < overrides (CLI flags).
+
+    Raises ConfigError with one line per bad field: where, the value, and what is allowed.
+    """
+    env = os.environ if environ is None else environ
+    data: dict[str, Any] = read_file(config_file) if config_file else {}
+    data = _merge(data, _env_overrides(env))
+    data = _merge(data, overrides or {})
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_describe(e)) from e
+    return _with_go_defaults(settings, env)
+
+
+def _with_go_defaults(settings: Settings, env: Mapping[str, str]) -> Settings:
+    go = settings.go
+    binary = go.direct.go_binary
+    updates: dict[str, Any] = {}
+    if go.proxy is None:
+        proxy = go_env("GOPROXY", env, go_binary=binary)
+        if not proxy:
+            raise ConfigError(
+                "no Go upstream configured: set go.proxy in the config file, ENTREPOT_GO__PROXY,"
+                " or GOPROXY (e.g. GOPROXY=https://proxy.example.com,direct), or install the go"
+                " command so `go env GOPROXY` answers"
+            )
+        updates["proxy"] = proxy
+    if go.routes is None:
+        private = go_env("GONOPROXY", env, go_binary=binary) or go_env(
+            "GOPRIVATE", env, go_binary=binary
+        )
+        updates["routes"] = [{"patterns": private, "proxy": "direct"}] if private.strip() else []
+    if not go.direct.insecure:
+        insecure = go_env("GOINSECURE", env, go_binary=binary)
+        if insecure:
+            updates["direct"] = {**go.direct.model_dump(), "insecure": insecure}
+    if not updates:
+        return settings
+    merged = _merge(settings.model_dump(mode="json"), {"go": updates})
+    try:
+        result = Settings.model_validate(merged)
+    except ValidationError as e:
+        raise ConfigError(
+            _describe(e) + "\n  (values taken from the Go environment: GOPROXY/GONOPROXY)"
+        ) from e
+    _refuse_self_loop(result)
+    return result
+
+
+def _refuse_self_loop(settings: Settings) -> None:
+    chains = [settings.go.proxy or ""] + [r.proxy for r in settings.go.routes or [] if r.proxy]
+    host, port = split_host_port(settings.listen)
+    own = {f"{host}:{port}", f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}"}
+    for chain in chains:
+        for entry in parse_proxy_list(chain):
+            netloc = urlsplit(entry.url).netloc
+            if port != 0 and netloc in own:
+                raise ConfigError(
+                    f"the upstream chain {chain!r} points at this server itself"
+                    f" ({settings.listen}); unset GOPROXY in the server's environment or set"
+                    " go.proxy to the real upstream"
+                )
+
+
+# ---------------------------------------------------------------------------------------------
+# Reference documentation, generated from the models
+
+
+def _walk(model: type[BaseModel], prefix: str) -> list[tuple[str, str, str, str]]:
+    rows: list[tuple[str, str, str, str]] = []
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            rows.extend(_walk(ann, key + "."))
+            continue
+        if field.default_factory is not None:
+            default: Any = field.default_factory()  # type: ignore[call-arg]
+        else:
+            default = field.default
+        if field.metadata and any(isinstance(m, PlainSerializer) for m in field.metadata):
+            shown = format_duration(default)
+            kind = "duration"
+        else:
+            shown = json.dumps(default, default=str)
+            kind = _type_name(ann)
+        env = ENV_PREFIX + key.replace(".", "__").upper()
+        rows.append((f"`{key}`", kind, f"`{shown}`", f"{field.description or ''} (`{env}`)"))
+    return rows
+
+
+def _type_name(ann: Any) -> str:
+    text = str(ann).replace("typing.", "").replace("pathlib.", "").replace("NoneType", "None")
+    text = re.sub(r"<class '([\w.]+)'>", r"\1", text)
+    return text.replace("entrepot.config.", "").replace("|", "\\|")
+
+
+def reference_markdown() -> str:
+    """The table in docs/configuration.md; a test fails when the doc and the models differ."""
+    lines = ["| key | type | default | meaning (environment variable) |", "|---|---|---|---|"]
+    for key, kind, default, meaning in _walk(Settings, ""):
+        lines.append(f"| {key} | {kind} | {default} | {meaning} |")
+    lines.append("")
+    lines.append("`go.routes[]` items:")
+    lines.append("")
+    lines.append("| key | type | default | meaning |")
+    lines.append("|---|---|---|---|")
+    for key, kind, default, meaning in _walk(Route, ""):
+        lines.append(f"| {key} | {kind} | {default} | {meaning.rsplit(' (`', 1)[0]} |")
+    return "\n".join(lines) + "\n"

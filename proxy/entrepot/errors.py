@@ -1,0 +1,80 @@
+"""Entrepôt's own exception tree.
+
+Library errors (httpx, OSError, zipfile, subprocess) are translated into these once, at the
+boundary where they happen (``raise ... from e``); the mapping to an HTTP status lives in one
+function, :func:`entrepot.web.responses.status_for`.
+
+    EntrepotError
+    ├── ConfigError              bad configuration (the CLI exits with code 2)
+    ├── InvalidRequestError      malformed module path, version or file name in a request (400)
+    ├── NotFoundError            no such module/version anywhere in the chain (404)
+    │   └── GoneError            an upstream answered 410 Gone (410)
+    ├── ForbiddenError           a route denies this module path (403)
+    ├── UpstreamError            an upstream failed: 5xx, timeout, connection refused (502)
+    │   └── UpstreamTimeoutError the upstream did not answer in time (504)
+    └── VerificationError        the upstream's bytes break the rules; nothing is cached (502)
+        └── TooLargeError        an artifact exceeds a size limit (502)
+
+Every message is written for the person running ``go``: what was wrong and what to do.
+Messages never contain credentials (see :func:`redact`).
+"""
+
+from __future__ import annotations
+
+import re
+
+_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
+_BEARER = re.compile(r"(?i)(authorization:\s*)(bearer|basic|token)\s+\S+")
+
+
+def redact(text: str) -> str:
+    """Remove credentials (``scheme://user:pass@``, auth headers) from text shown to anyone."""
+    text = _USERINFO.sub(r"\g<scheme>***@", text)
+    return _BEARER.sub(r"\1\2 ***", text)
+
+
+class EntrepotError(Exception):
+    """Base of every error Entrepôt raises on purpose."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+
+class ConfigError(EntrepotError):
+    """The configuration is invalid; the message names the field, the value and what is allowed."""
+
+
+class InvalidRequestError(EntrepotError):
+    """The request path is malformed (bad escaping, invalid module path or version)."""
+
+
+class NotFoundError(EntrepotError):
+    """The module or version does not exist in any upstream the route allows."""
+
+
+class GoneError(NotFoundError):
+    """An upstream answered 410 Gone."""
+
+
+class ForbiddenError(EntrepotError):
+    """A route denies this module path on purpose (e.g. private code must not be fetched)."""
+
+
+class UpstreamError(EntrepotError):
+    """An upstream failed in a way that is not 'not found'."""
+
+
+class UpstreamTimeoutError(UpstreamError):
+    """An upstream did not answer in time."""
+
+
+class VerificationError(EntrepotError):
+    """Bytes from an upstream break the module rules; they are never cached or served."""
+
+
+class TooLargeError(VerificationError):
+    """An artifact is larger than the configured or protocol limit."""

@@ -1,0 +1,1 @@
+"""The Go module protocol: module paths, versions and their escaped forms."""

@@ -1,0 +1,111 @@
+"""Every Prometheus metric of the server, in one place, with ``record_*`` helpers.
+
+Label values are small closed sets: endpoint kinds, status codes, cache results and the
+upstream names from the configuration. Never a module path or version.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+Endpoint = Literal["list", "info", "mod", "zip", "latest", "sumdb", "health", "metrics", "other"]
+CacheResult = Literal["hit", "miss", "stale", "negative", "bypass"]
+UpstreamOutcome = Literal["ok", "not_found", "error"]
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_UPSTREAM_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class Metrics:
+    """One registry per server instance (tests run several in one process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "entrepot_http_requests_total",
+            "HTTP requests answered.",
+            ["endpoint", "code"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "entrepot_http_request_duration_seconds",
+            "Time to answer a request.",
+            ["endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.bytes_served = Counter(
+            "entrepot_http_response_bytes_total", "Body bytes sent.", ["endpoint"], registry=r
+        )
+        self.cache = Counter(
+            "entrepot_cache_results_total",
+            "Cache outcome per request.",
+            ["endpoint", "result"],
+            registry=r,
+        )
+        self.upstream = Counter(
+            "entrepot_upstream_requests_total",
+            "Upstream fetches by outcome.",
+            ["upstream", "operation", "outcome"],
+            registry=r,
+        )
+        self.upstream_duration = Histogram(
+            "entrepot_upstream_request_duration_seconds",
+            "Upstream fetch latency.",
+            ["upstream", "operation"],
+            buckets=_UPSTREAM_BUCKETS,
+            registry=r,
+        )
+        self.coalesced = Counter(
+            "entrepot_coalesced_requests_total",
+            "Requests that waited for a fetch another request had started.",
+            ["endpoint"],
+            registry=r,
+        )
+        self.verification_failures = Counter(
+            "entrepot_verification_failures_total",
+            "Upstream artifacts refused because they broke the module rules.",
+            ["endpoint"],
+            registry=r,
+        )
+        self.background_refreshes = Counter(
+            "entrepot_background_refreshes_total",
+            "Stale-while-revalidate refreshes by outcome.",
+            ["endpoint", "outcome"],
+            registry=r,
+        )
+        self.inflight = Gauge(
+            "entrepot_upstream_fetches_in_flight", "Upstream fetches running now.", registry=r
+        )
+
+    def record_request(self, endpoint: Endpoint, code: int, seconds: float, sent: int) -> None:
+        self.requests.labels(endpoint, str(code)).inc()
+        self.duration.labels(endpoint).observe(seconds)
+        if sent:
+            self.bytes_served.labels(endpoint).inc(sent)
+
+    def record_cache(self, endpoint: Endpoint, result: CacheResult) -> None:
+        self.cache.labels(endpoint, result).inc()
+
+    def record_upstream(
+        self, upstream: str, operation: str, outcome: UpstreamOutcome, seconds: float
+    ) -> None:
+        self.upstream.labels(upstream, operation, outcome).inc()
+        self.upstream_duration.labels(upstream, operation).observe(seconds)
+
+    def record_coalesced(self, endpoint: Endpoint) -> None:
+        self.coalesced.labels(endpoint).inc()
+
+    def record_verification_failure(self, endpoint: Endpoint) -> None:
+        self.verification_failures.labels(endpoint).inc()
+
+    def record_refresh(self, endpoint: Endpoint, outcome: Literal["ok", "error"]) -> None:
+        self.background_refreshes.labels(endpoint, outcome).inc()
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

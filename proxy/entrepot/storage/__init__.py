@@ -1,0 +1,1 @@
+"""Where artifacts live. Backends implement :class:`entrepot.storage.base.Storage`."""

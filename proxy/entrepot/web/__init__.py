@@ -1,0 +1,1 @@
+"""HTTP plumbing shared by every protocol: responses, error mapping, the access log."""

@@ -1,0 +1,67 @@
+"""The one middleware: errors become responses (one mapping), then metrics and an access log.
+
+The response is sent here (``prepare`` + ``write_eof``), so the duration and byte count cover
+the whole body, sendfile included, and a client that goes away is logged as 499.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from entrepot.accesslog import AccessLog
+from entrepot.errors import EntrepotError
+from entrepot.metrics import Endpoint, Metrics
+from entrepot.web.responses import error_response
+
+log = logging.getLogger("entrepot.web")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def observer(
+    *, metrics: Metrics, accesslog: AccessLog, classify: Callable[[str], Endpoint]
+) -> Middleware:
+    @web.middleware
+    async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+        start = time.perf_counter()
+        try:
+            response = await handler(request)
+        except web.HTTPException as e:
+            response = e
+        except EntrepotError as e:
+            response = error_response(e)
+        except Exception as e:
+            log.exception("unexpected error serving %s", request.path)
+            response = error_response(e)
+        status = response.status
+        try:
+            await response.prepare(request)
+            await response.write_eof()
+        except (ConnectionError, asyncio.CancelledError):
+            status = 499  # the client went away; nothing else is affected
+            raise
+        finally:
+            seconds = time.perf_counter() - start
+            endpoint: Endpoint = request.get("endpoint") or classify(request.path)
+            sent = response.content_length or 0 if status != 499 else 0
+            metrics.record_request(endpoint, status, seconds, sent)
+            accesslog.write(
+                method=request.method,
+                path=request.path,
+                endpoint=endpoint,
+                module=request.get("module"),
+                version=request.get("version") or None,
+                cache=request.get("cache"),
+                status=status,
+                duration_ms=round(seconds * 1000, 3),
+                bytes=sent,
+                remote=request.remote,
+            )
+        return response
+
+    return observe

@@ -1,0 +1,1 @@
+"""Test support: fixture modules, server processes, the go command (all on loopback)."""
