@@ -53,9 +53,7 @@ def simple(path: str, version: str, *, body: str = "", deps: str = "") -> Fixtur
     if pkg.startswith("v") and pkg[1:].isdigit():
         pkg = path.rsplit("/", 2)[-2].replace(".", "_").replace("-", "_")
     go_mod = f"module {path}\n\ngo 1.21\n{deps}"
-    code = body or (
-        f'package {pkg}\n\nfunc Hello() string {{ return "{path}@{version}" }}\n'
-    )
+    code = body or (f'package {pkg}\n\nfunc Hello() string {{ return "{path}@{version}" }}\n')
     return FixtureModule(path, version, {"go.mod": go_mod, f"{pkg}.go": code})
 
 

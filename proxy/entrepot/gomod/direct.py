@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -77,12 +78,26 @@ def build_env(
     return env
 
 
+def _config_value(text: str) -> str:
+    """A git config value in double quotes, so spaces, ``#`` and ``;`` survive."""
+    for char, escaped in (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\t", "\\t")):
+        text = text.replace(char, escaped)
+    return f'"{text}"'
+
+
 def git_config_text(credentials: Credentials) -> str:
     lines = ["# written by entrepot: the git config of direct fetches"]
     if credentials.git_credentials_file is not None:
-        lines += ["[credential]", f"\thelper = store --file={credentials.git_credentials_file}"]
+        # Read-only use of the store: git's own "store" helper would rewrite the operator's
+        # file after each successful fetch (credential approve) and delete the entry after a
+        # 401 (credential reject). Only "get" reaches it here.
+        store = shlex.quote(str(credentials.git_credentials_file))
+        helper = (
+            f'!f() {{ if test "$1" = get; then git credential-store --file={store} get; fi; }}; f'
+        )
+        lines += ["[credential]", f"\thelper = {_config_value(helper)}"]
     if credentials.git_config_file is not None:
-        lines += ["[include]", f"\tpath = {credentials.git_config_file}"]
+        lines += ["[include]", f"\tpath = {_config_value(str(credentials.git_config_file))}"]
     return "\n".join(lines) + "\n"
 
 

@@ -76,7 +76,6 @@ _CHUNK = 256 << 10
 _LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, (skipped), name length, extra length
 _LOCAL_HEADER_SIG = b"PK\x03\x04"
 _DATA_DESCRIPTOR_SIG = b"PK\x07\x08"
-_FLAG_ENCRYPTED = 0x1
 _FLAG_DATA_DESCRIPTOR = 0x8
 _FLAG_UTF8 = 0x800
 _EMPTY_SHA256 = hashlib.sha256(b"").digest()
@@ -362,20 +361,19 @@ class _Verifier:
         body = self._body_offset(fh, entry)
         if entry.is_dir:
             return _EMPTY_SHA256  # HashZip hashes directory entries as empty files
-        if info.flag_bits & _FLAG_ENCRYPTED:
-            raise self.error("file is encrypted", name=entry.name)
         if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
             raise self.error(
                 f"unsupported compression method {info.compress_type}", name=entry.name
             )
-        if body + info.compress_size > zip_size:
-            raise self.error("file data is truncated (the zip ends inside it)", name=entry.name)
+        # Like io.SectionReader over the zip: a compressed size running past the end of the
+        # zip is not an error in itself; the data simply ends there.
+        available = max(0, min(info.compress_size, zip_size - body))
         fh.seek(body)
         content = _Content(self, entry)
         if info.compress_type == zipfile.ZIP_STORED:
-            self._read_stored(fh, content)
+            self._read_stored(fh, content, available)
         else:
-            self._read_deflated(fh, content)
+            self._read_deflated(fh, content, available)
         content.finish()
         self._check_crc(fh, entry, body, content.crc)
         return content.sha256.digest()
@@ -394,18 +392,16 @@ class _Verifier:
             raise self.error("bad local file header signature", name=entry.name)
         return int(offset + _LOCAL_HEADER.size + name_len + extra_len)
 
-    def _read_stored(self, fh: BinaryIO, content: _Content) -> None:
-        remaining = content.entry.info.compress_size
+    def _read_stored(self, fh: BinaryIO, content: _Content, remaining: int) -> None:
         while remaining > 0:
             data = fh.read(min(_CHUNK, remaining))
             if not data:
-                raise self.error("file data is truncated", name=content.entry.name)
+                break  # the size check in finish() reports it
             remaining -= len(data)
             content.add(data)
 
-    def _read_deflated(self, fh: BinaryIO, content: _Content) -> None:
+    def _read_deflated(self, fh: BinaryIO, content: _Content, remaining: int) -> None:
         name = content.entry.name
-        remaining = content.entry.info.compress_size
         inflater = zlib.decompressobj(-zlib.MAX_WBITS)
         try:
             while not inflater.eof:
@@ -415,7 +411,7 @@ class _Verifier:
                         break
                     pending = fh.read(min(_CHUNK, remaining))
                     if not pending:
-                        raise self.error("file data is truncated", name=name)
+                        break
                     remaining -= len(pending)
                 # max_length bounds each step: a bomb is stopped right after the declared size.
                 out = inflater.decompress(pending, _CHUNK)
@@ -426,7 +422,7 @@ class _Verifier:
             raise self.error(f"corrupt deflate data: {e}", name=name) from e
         # Like compress/flate, data after the final block is ignored; a missing end is not.
         if not inflater.eof:
-            raise self.error("deflate data is truncated (unexpected EOF)", name=name)
+            raise self.error("file data is truncated: deflate stream has no end", name=name)
 
     def _check_crc(self, fh: BinaryIO, entry: _Entry, body: int, crc: int) -> None:
         info = entry.info
