@@ -382,12 +382,17 @@ def go_env(name: str, environ: Mapping[str, str], *, go_binary: str = "go") -> s
     """A Go setting as the user's go command sees it: the environment, else ``go env``."""
     if environ.get(name):
         return environ[name]
-    exe = shutil.which(go_binary)
+    exe = shutil.which(go_binary, path=environ.get("PATH", ""))
     if exe is None:
         return ""
     try:
         done = subprocess.run(
-            [exe, "env", name], capture_output=True, text=True, timeout=30, check=False
+            [exe, "env", name],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+            env=dict(environ),
         )
     except (OSError, subprocess.TimeoutExpired):
         return ""
@@ -481,14 +486,17 @@ def _walk(model: type[BaseModel], prefix: str) -> list[tuple[str, str, str, str]
             default: Any = field.default_factory()  # type: ignore[call-arg]
         else:
             default = field.default
-        if field.metadata and any(isinstance(m, PlainSerializer) for m in field.metadata):
+        if field.is_required():
+            shown, kind = "(required)", _type_name(ann)
+        elif field.metadata and any(isinstance(m, PlainSerializer) for m in field.metadata):
             shown = format_duration(default)
             kind = "duration"
         else:
             shown = json.dumps(default, default=str)
             kind = _type_name(ann)
         env = ENV_PREFIX + key.replace(".", "__").upper()
-        rows.append((f"`{key}`", kind, f"`{shown}`", f"{field.description or ''} (`{env}`)"))
+        meaning = (field.description or "").replace("|", "\\|")
+        rows.append((f"`{key}`", kind, f"`{shown}`", f"{meaning} (`{env}`)"))
     return rows
 
 

@@ -83,7 +83,7 @@ def _handler(server: GitServer, auth: tuple[str, str] | None) -> type:
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             pass  # the test reads server.requests instead
 
         def _send(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
@@ -155,9 +155,9 @@ def _handler(server: GitServer, auth: tuple[str, str] | None) -> type:
         def _record(self, path: str, query: str, status: int, who: str) -> None:
             server.requests.append(GitRequest(self.command, path, query, status, who))
 
-        do_GET = _serve  # noqa: N815
-        do_POST = _serve  # noqa: N815
-        do_HEAD = _serve  # noqa: N815
+        do_GET = _serve
+        do_POST = _serve
+        do_HEAD = _serve
 
     return Handler
 

@@ -31,7 +31,10 @@ class FixtureModule:
         prefix = f"{self.path}@{self.version}/"
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
             for name, content in sorted(self.files.items()):
-                z.writestr(prefix + name, content)
+                # A fixed timestamp: the same module always has the same bytes (and h1).
+                info = zipfile.ZipInfo(prefix + name, date_time=(2024, 1, 2, 3, 4, 6))
+                info.compress_type = zipfile.ZIP_DEFLATED
+                z.writestr(info, content)
         return buf.getvalue()
 
 

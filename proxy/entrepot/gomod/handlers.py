@@ -8,7 +8,7 @@ from entrepot.config import GoCache
 from entrepot.gomod.paths import parse_path
 from entrepot.gomod.policy import Kind, cache_control
 from entrepot.gomod.service import Answer, GoService
-from entrepot.web.responses import TEXT, blob_headers, etag_matches, header_safe
+from entrepot.web.responses import TEXT, BlobFileResponse, blob_headers, etag_matches, header_safe
 
 CONTENT_TYPES: dict[Kind, str] = {
     Kind.LIST: TEXT,
@@ -60,4 +60,4 @@ class GoHandlers:
             return web.Response(body=answer.body, headers=headers)
         if answer.blob.path is None:  # pragma: no cover - only object storage lacks paths
             raise RuntimeError("streaming from non-file storage is not implemented")
-        return web.FileResponse(answer.blob.path, headers=headers)
+        return BlobFileResponse(answer.blob.path, headers=headers)

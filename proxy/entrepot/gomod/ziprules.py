@@ -8,6 +8,8 @@ hash ``go`` would compute for it (and compare with go.sum / the checksum databas
 
 Rules enforced, in the order Go applies them:
 
+* the module path is valid and the version canonical and consistent with the path's major
+  version suffix (``module.Check``);
 * the zip file is at most ``max_zip_bytes`` (Go: ``MaxZipFile``, 500 MiB);
 * the central directory parses (bad/truncated zips are rejected);
 * every entry name starts with ``<module>@<version>/``; the rest of the name (trailing ``/``
@@ -19,12 +21,19 @@ Rules enforced, in the order Go applies them:
 * the sum of the declared uncompressed sizes is at most 500 MiB; the root ``go.mod`` and
   ``LICENSE`` are at most 16 MiB each;
 * directory entries carry no data (Go's ``File.Open`` fails otherwise, so ``HashZip`` would);
-* each file's local header is present, its data lies inside the zip, its compression method is
-  Store or Deflate, it inflates cleanly to *exactly* the size declared in the central directory
-  (inflation stops as soon as the output passes that size, so a zip bomb is never inflated past
-  the limits above), and its CRC-32 (and data descriptor, if flagged) matches.
+* each entry's local header is present; each file's compression method is Store or Deflate,
+  its data inflates cleanly to *exactly* the size declared in the central directory (inflation
+  stops as soon as the output passes that size, so a zip bomb is never inflated past the limits
+  above), and its CRC-32 (and data descriptor, if flagged) matches.
 
-All content is read from disk in bounded chunks: memory use does not depend on file sizes.
+Where Go is lenient, so is this module, so that the mirror never refuses a zip ``go`` accepts:
+names are the raw bytes whatever the UTF-8 flag says, a compressed size running past the end of
+the zip is harmless if the deflate stream ends in time, data after a stream's end is ignored, a
+zero CRC without a data descriptor is not checked, the encryption flag is ignored, and junk
+before the zip or after its end record is tolerated.
+
+All content is read from disk in bounded chunks: memory use does not depend on file sizes (only
+the central directory is held in memory, as Go's archive/zip does).
 """
 
 from __future__ import annotations

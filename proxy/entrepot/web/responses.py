@@ -10,6 +10,7 @@ import textwrap
 from email.utils import formatdate
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 
 from entrepot.errors import (
     EntrepotError,
@@ -86,3 +87,18 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
         return True
     wanted = etag.removeprefix("W/")
     return any(t.strip().removeprefix("W/") == wanted for t in if_none_match.split(","))
+
+
+class BlobFileResponse(web.FileResponse):
+    """sendfile of a stored blob (Range, HEAD and conditional requests included).
+
+    The observing middleware sends the response itself to time it; aiohttp's FileResponse,
+    unlike Response, would start over when the server calls ``prepare`` a second time.
+    """
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        if self._eof_sent:
+            return None
+        if self._payload_writer is not None:
+            return self._payload_writer
+        return await super().prepare(request)

@@ -210,6 +210,15 @@ def _non_utf8_name(p: Path) -> None:
     p.write_bytes(p.read_bytes().replace(b"xQ.go", b"x\xff.go"))
 
 
+def _non_utf8_name_flagged_utf8(p: Path) -> None:
+    _non_utf8_name(p)
+    data = bytearray(p.read_bytes())
+    for cd, local, _ in _cd_entries(bytes(data)):
+        data[cd + 9] |= 0x08
+        data[local + 7] |= 0x08
+    p.write_bytes(bytes(data))
+
+
 def _bad_local_signature(p: Path) -> None:
     write_zip(p, BASIC)
     data = bytearray(p.read_bytes())
@@ -238,6 +247,17 @@ def _zip64(p: Path) -> None:
         for name, data in BASIC:
             with z.open(PREFIX + name, "w", force_zip64=True) as w:
                 w.write(data)
+
+
+def _utf8_names_without_flag(p: Path) -> None:
+    """Go reads names as raw bytes and ignores the UTF-8 flag; Python would decode as cp437."""
+    _dirs_and_unicode(p)
+    data = bytearray(p.read_bytes())
+    for cd, local, _ in _cd_entries(bytes(data)):
+        data[cd + 9] &= ~0x08 & 0xFF  # bit 11 of the flags is bit 3 of their second byte
+        data[local + 7] &= ~0x08 & 0xFF
+    p.write_bytes(bytes(data))
+    assert not any(i.flag_bits & 0x800 for i in zipfile.ZipFile(p).infolist())
 
 
 def _set_encrypted_flag(p: Path) -> None:
@@ -273,6 +293,7 @@ CASES = [
     Case("trailing_garbage", _then(_files(BASIC), _bytes(lambda b: b + b"junk"))),
     Case("zip_comment", _then(_files(BASIC), _add_comment)),
     Case("zip64", _zip64),
+    Case("utf8_names_without_flag", _utf8_names_without_flag),
     Case("duplicate_root_dir", _files([("", b""), ("", b""), ("go.mod", GO_MOD)])),
     Case("encryption_flag_on_plain_data", _then(_files(BASIC), _set_encrypted_flag)),
     Case("go_mod_at_limit", _files([("go.mod", GO_MOD + b" " * (16 * MiB - len(GO_MOD)))])),
@@ -290,6 +311,7 @@ CASES = [
     Case("colon", _files([("a:b.go", b"x")]), "malformed file path"),
     Case("windows_name", _files([("con.go", b"x")]), "malformed file path"),
     Case("non_utf8", _non_utf8_name, "not valid UTF-8"),
+    Case("non_utf8_flagged_utf8", _non_utf8_name_flagged_utf8, "not valid UTF-8"),
     Case("case_fold", _files([("A.go", b"x"), ("a.go", b"y")]), "case-insensitive"),
     Case("kelvin_sign", _files([("k.go", b"x"), ("\u212a.go", b"y")]), "case-insensitive"),
     Case("dir_case_fold", _files([("Sub/a.go", b"x"), ("sub/b.go", b"y")]), "case-insensitive"),
@@ -429,6 +451,9 @@ def test_dirs_are_hashed_but_not_counted(tmp_path: Path) -> None:
     report = verify_zip(zip_path, module=MODULE, version=VERSION)
     assert report.files == 3
     assert report.has_go_mod
+    # Names are bytes to Go: without the UTF-8 flag they hash the same.
+    _utf8_names_without_flag(zip_path)
+    assert verify_zip(zip_path, module=MODULE, version=VERSION) == report
     # dirhash.HashZip hashes every entry, directories included (as empty files).
     assert report.h1 == h1_files(
         [

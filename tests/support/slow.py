@@ -1,0 +1,60 @@
+"""A scriptable upstream on loopback: fixed answers, optionally dribbled out slowly or stalled."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass
+class Script:
+    files: dict[str, bytes]
+    delay_after_half: float = 0.0  # pause in the middle of every body
+    stall: threading.Event = field(default_factory=threading.Event)  # set() to release stalls
+    stall_paths: set[str] = field(default_factory=set)
+    requests: list[str] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def scripted_upstream(script: Script) -> Iterator[str]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            script.requests.append(self.path)
+            body = script.files.get(self.path)
+            if body is None:
+                self.send_response(404)
+                self.send_header("Content-Type", "text/plain")
+                self.end_headers()
+                self.wfile.write(b"not found\n")
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            half = len(body) // 2
+            try:
+                self.wfile.write(body[:half])
+                self.wfile.flush()
+                if self.path in script.stall_paths:
+                    script.stall.wait(60)
+                time.sleep(script.delay_after_half)
+                self.wfile.write(body[half:])
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        script.stall.set()
+        server.shutdown()
+        server.server_close()
