@@ -24,6 +24,7 @@ from entrepot.gomod.upstream import Chain, ProxyUpstream, Upstream, build_chain
 from entrepot.metrics import CONTENT_TYPE, Endpoint, Metrics
 from entrepot.storage.filesystem import FilesystemStorage
 from entrepot.web.observe import observer
+from entrepot.web.routes import RouteTable
 from entrepot.web.responses import TEXT
 
 log = logging.getLogger("entrepot")
@@ -141,12 +142,13 @@ def build_app(settings: Settings, *, access_log: AccessLog | None = None) -> web
     async def goproxy(request: web.Request) -> web.StreamResponse:
         return await handlers.handle(request)
 
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_page)
-    app.router.add_get("/", index)
-    app.router.add_get("/sumdb/{tail:.*}", sumdb)
-    app.router.add_get("/{tail:.+}", goproxy)
+    routes = RouteTable(fallback=goproxy)
+    routes.add("/healthz", healthz)
+    routes.add("/readyz", readyz)
+    routes.add("/metrics", metrics_page)
+    routes.add("/", index)
+    routes.add_prefix("/sumdb/", sumdb)
+    routes.install(app)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         flusher = asyncio.create_task(_flush_every_second(accesslog))

@@ -6,6 +6,7 @@ appear in a module path). Escaping is decoded strictly, as ``golang.org/x/mod/mo
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -37,11 +38,13 @@ def endpoint_of(path: str) -> Endpoint | None:
     return None
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def parse_path(path: str) -> GoRequest:
     """``/github.com/!azure/go/@v/v1.0.0.zip`` → ``GoRequest("zip", "github.com/Azure/go", …)``.
 
     Raises NotFoundError when the path is not a proxy endpoint at all, and InvalidRequestError
-    when it is one but the module path or version is malformed.
+    when it is one but the module path or version is malformed. Memoized: the same few
+    thousand paths make up nearly all traffic, and Go's path rules are costly in Python.
     """
     if not path.startswith("/"):
         raise InvalidRequestError(f"invalid request path {path!r}: must start with '/'")

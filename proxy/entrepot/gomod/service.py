@@ -13,6 +13,7 @@ against the requested version, lists stripped of pseudo-versions.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -149,6 +150,7 @@ class NegativeCache:
         self._items.pop(key, None)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def storage_key(kind: Kind, module: str, version: str = "") -> str:
     """Keys use the escaped forms, so they are safe on case-insensitive filesystems."""
     base = f"go/{escape_path(module)}"
@@ -159,6 +161,11 @@ def storage_key(kind: Kind, module: str, version: str = "") -> str:
     if kind is Kind.QUERY:
         return f"{base}/@q/{escape_version(version)}.info"
     return f"{base}/@v/{escape_version(version)}.{kind.value}"
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _is_canonical(version: str) -> bool:
+    return canonical_version(version) == version
 
 
 def clean_list(raw: bytes) -> bytes:
@@ -227,7 +234,7 @@ class GoService:
 
     async def info(self, module: str, version: str) -> Answer:
         chain = self.router.chain_for(module)
-        if canonical_version(version) != version:
+        if not _is_canonical(version):
             return await self._query(module, version, chain)
 
         async def fetch(up: Upstream) -> bytes:
@@ -291,7 +298,7 @@ class GoService:
     # -- the machinery ---------------------------------------------------------------------------
 
     def _require_canonical(self, module: str, version: str) -> None:
-        if canonical_version(version) != version:
+        if not _is_canonical(version):
             raise InvalidRequestError(
                 f"{module}@{version}: invalid version: .mod and .zip need a canonical version"
                 " such as v1.2.3 (resolve queries with .info first)"

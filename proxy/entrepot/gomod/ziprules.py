@@ -165,8 +165,8 @@ def str_to_fold(s: str) -> str:
     The key is not byte-for-byte the string Go builds (Go picks the smallest rune of each
     folding orbit), only the equivalence is the same, which is all collision checks need.
     """
-    if s.isascii() and not any("A" <= ch <= "Z" for ch in s):
-        return s
+    if s.isascii():
+        return s.lower()  # the simple folding of ASCII is exactly A-Z -> a-z
     return "".join(_simple_fold(ch) for ch in s)
 
 
@@ -241,6 +241,8 @@ class _Collisions:
                     return f"entry {_quote(p)} is both a file and a directory"
                 if not is_dir:
                     return f"multiple entries for file {_quote(p)}"
+                # A directory seen before: its parents were checked then, with the same result.
+                return None
             parent = posixpath.dirname(p)
             if parent == "":
                 return None

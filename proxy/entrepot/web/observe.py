@@ -58,8 +58,8 @@ def observer(
                 version=request.get("version") or None,
                 cache=request.get("cache"),
                 status=status,
-                duration_ms=round(seconds * 1000, 3),
-                bytes=sent,
+                seconds=seconds,
+                sent=sent,
                 remote=request.remote,
             )
         return response

@@ -6,6 +6,7 @@ lines, and entirely printable, so every error body here is shaped that way.
 
 from __future__ import annotations
 
+import functools
 import textwrap
 from email.utils import formatdate
 
@@ -75,8 +76,13 @@ def blob_headers(blob: BlobInfo, *, content_type: str, cache_control: str) -> di
         "Content-Type": content_type,
         "Cache-Control": cache_control,
         "ETag": blob.etag,
-        "Last-Modified": formatdate(blob.mtime_ns / 1e9, usegmt=True),
+        "Last-Modified": _http_date(blob.mtime_ns),
     }
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _http_date(mtime_ns: int) -> str:
+    return formatdate(mtime_ns / 1e9, usegmt=True)
 
 
 def etag_matches(if_none_match: str | None, etag: str) -> bool:
