@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
-.PHONY: run test lint format unit integration bench clean-venv
+.PHONY: run test lint format unit integration bench docs install clean-venv
 
 # The venv is (re)built only when the project's declared dependencies change.
 $(STAMP): pyproject.toml constraints.txt
@@ -38,6 +38,9 @@ integration: $(STAMP)
 
 test: lint
 	$(BIN)/pytest
+
+docs: $(STAMP)
+	$(BIN)/entrepot config-reference --update docs/configuration.md
 
 bench: $(STAMP)
 	bench/run.sh

@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
@@ -24,8 +25,8 @@ from entrepot.gomod.upstream import Chain, ProxyUpstream, Upstream, build_chain
 from entrepot.metrics import CONTENT_TYPE, Endpoint, Metrics
 from entrepot.storage.filesystem import FilesystemStorage
 from entrepot.web.observe import observer
-from entrepot.web.routes import RouteTable
 from entrepot.web.responses import TEXT
+from entrepot.web.routes import RouteTable
 
 log = logging.getLogger("entrepot")
 
@@ -82,9 +83,11 @@ def build_router(
     return Router(rules, chain(go.proxy or "off")), upstreams
 
 
-def build_app(settings: Settings, *, access_log: AccessLog | None = None) -> web.Application:
+def build_app(
+    settings: Settings, *, access_log: AccessLog | None = None, owner: str = "main"
+) -> web.Application:
     metrics = Metrics()
-    storage = FilesystemStorage(settings.data_dir)
+    storage = FilesystemStorage(settings.data_dir, owner=owner)
     accesslog = access_log or AccessLog(enabled=settings.log.access)
     client = httpx.AsyncClient(
         timeout=httpx.Timeout(settings.go.upstream_timeout),
@@ -174,25 +177,36 @@ async def _flush_every_second(accesslog: AccessLog) -> None:
         accesslog.flush()
 
 
-async def serve(settings: Settings) -> None:
-    """Run until SIGTERM/SIGINT; then finish in-flight requests and discard partial writes."""
-    app = build_app(settings)
+async def serve(
+    settings: Settings,
+    *,
+    sock: socket.socket | None = None,
+    worker: int | None = None,
+    on_ready: Callable[[], None] | None = None,
+) -> None:
+    """Run until SIGTERM/SIGINT; then finish in-flight requests and discard partial writes.
+
+    Alone (``sock`` None) it binds the listen address and announces it; as a worker it serves
+    the socket it was given and reports readiness through ``on_ready``.
+    """
+    owner = "main" if worker is None else f"w{worker}"
+    app = build_app(settings, owner=owner)
     runner = web.AppRunner(
         app, access_log=None, handle_signals=False, shutdown_timeout=settings.shutdown_timeout
     )
     await runner.setup()
-    host, port = split_host_port(settings.listen)
-    site = web.TCPSite(runner, host or None, port, backlog=1024)
+    site: web.BaseSite
+    if sock is not None:
+        site = web.SockSite(runner, sock)
+    else:
+        host, port = split_host_port(settings.listen)
+        site = web.TCPSite(runner, host or None, port, backlog=1024)
     await site.start()
-    bound = runner.addresses[0] if runner.addresses else (host, port)
-    shown = f"[{bound[0]}]" if ":" in str(bound[0]) else bound[0]
-    log.info(
-        "serving Go modules on http://%s:%s (upstream %s, data %s)",
-        shown,
-        bound[1],
-        settings.go.proxy,
-        settings.data_dir.absolute(),
-    )
+    if sock is None:
+        bound = runner.addresses[0] if runner.addresses else split_host_port(settings.listen)
+        announce(settings, bound[0], bound[1], workers=1)
+    if on_ready is not None:
+        on_ready()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -203,3 +217,17 @@ async def serve(settings: Settings) -> None:
     finally:
         log.info("shutting down: finishing in-flight requests")
         await runner.cleanup()
+
+
+def announce(settings: Settings, host: str, port: int, *, workers: int) -> None:
+    """The one line that says where the mirror is (tests and humans wait for it)."""
+    shown = f"[{host}]" if ":" in host else host
+    log.info(
+        "serving Go modules on http://%s:%s (%d worker%s, upstream %s, data %s)",
+        shown,
+        port,
+        workers,
+        "" if workers == 1 else "s",
+        settings.go.proxy,
+        settings.data_dir.absolute(),
+    )

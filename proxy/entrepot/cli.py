@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import os
+import select
+import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
 from entrepot import __version__
-from entrepot.config import load_settings, reference_markdown
+from entrepot.config import Settings, load_settings, reference_markdown, split_host_port
 from entrepot.errors import ConfigError
 
 
@@ -28,7 +32,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, help="YAML or JSON config file")
     serve.add_argument("--listen", help="HOST:PORT to listen on (default 127.0.0.1:8080)")
     serve.add_argument("--data", type=Path, help="cache directory (default ./data)")
-    commands.add_parser("config-reference", help="print the configuration reference (Markdown)")
+    serve.add_argument("--workers", type=int, help="server processes (default: one per CPU)")
+    ref = commands.add_parser(
+        "config-reference", help="print the configuration reference (Markdown)"
+    )
+    ref.add_argument(
+        "--update", type=Path, help="rewrite the generated block of this Markdown file instead"
+    )
     check = commands.add_parser("check-config", help="validate a configuration and print it")
     check.add_argument("--config", type=Path, help="YAML or JSON config file")
     return parser
@@ -37,13 +47,17 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "config-reference":
-        sys.stdout.write(reference_markdown())
-        return 0
+        if args.update is None:
+            sys.stdout.write(reference_markdown())
+            return 0
+        return _update_reference(args.update)
     overrides: dict[str, Any] = {}
     if getattr(args, "listen", None):
         overrides["listen"] = args.listen
     if getattr(args, "data", None):
         overrides["data_dir"] = str(args.data)
+    if getattr(args, "workers", None):
+        overrides["workers"] = args.workers
     try:
         settings = load_settings(config_file=args.config, overrides=overrides)
     except ConfigError as e:
@@ -57,22 +71,91 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    from entrepot.app import serve
-
     try:
-        import uvloop
-
-        runner: Any = uvloop.run
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
-        runner = asyncio.run
-    try:
-        runner(serve(settings))
+        return run(settings)
     except ConfigError as e:
         print(f"entrepot: {e.message}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        pass
+    except OSError as e:
+        print(f"entrepot: cannot listen on {settings.listen}: {e.strerror}", file=sys.stderr)
+        return 1
+
+
+BEGIN, END = "<!-- BEGIN GENERATED -->\n", "<!-- END GENERATED -->"
+
+
+def _update_reference(path: Path) -> int:
+    text = path.read_text()
+    if BEGIN not in text or END not in text:
+        print(f"entrepot: {path} has no {BEGIN.strip()} / {END} markers", file=sys.stderr)
+        return 2
+    head, rest = text.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    path.write_text(head + BEGIN + reference_markdown() + END + tail)
     return 0
+
+
+def _event_loop_runner() -> Callable[[Coroutine[Any, Any, None]], None]:
+    try:
+        import uvloop
+
+        return uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
+        return asyncio.run
+
+
+def run(settings: Settings) -> int:
+    """Serve in this process, or in N pre-forked workers (see entrepot.workers)."""
+    from entrepot.storage.filesystem import reset_staging
+    from entrepot.workers import default_workers, listening_socket, reserve_port, supervise
+
+    workers = settings.workers or default_workers()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    reset_staging(settings.data_dir)
+    loop_run = _event_loop_runner()
+    if workers == 1:
+        from entrepot.app import serve
+
+        with contextlib.suppress(KeyboardInterrupt):
+            loop_run(serve(settings))
+        return 0
+    # Metrics of all workers are summed from files; prometheus_client reads this variable
+    # when it is first imported, so it is set before anything imports it.
+    metrics_dir = settings.data_dir.resolve() / ".metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    from prometheus_client import multiprocess
+
+    from entrepot.app import announce, serve
+
+    host, port = split_host_port(settings.listen)
+    reserved = reserve_port(host, port)
+    port = reserved.getsockname()[1]
+    ready_r, ready_w = os.pipe()
+
+    def run_worker(index: int) -> int:
+        os.close(ready_r)
+        sock = listening_socket(host, port)
+
+        def ready() -> None:
+            os.write(ready_w, b"+")
+
+        loop_run(serve(settings, sock=sock, worker=index, on_ready=ready))
+        return 0
+
+    def wait_ready() -> None:
+        got = 0
+        while got < workers and select.select([ready_r], [], [], 60)[0]:
+            got += len(os.read(ready_r, workers))
+        announce(settings, host, port, workers=workers)
+
+    return supervise(
+        workers,
+        run_worker,
+        after_start=wait_ready,
+        on_exit=lambda pid: multiprocess.mark_process_dead(pid, str(metrics_dir)),  # type: ignore[no-untyped-call]
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -292,6 +292,15 @@ class Settings(_Model):
         description="HOST:PORT to listen on ('[::1]:8080' for IPv6, '0.0.0.0:8080' in a pod).",
     )
     data_dir: Path = Field(default=Path("data"), description="Where the filesystem cache lives.")
+    workers: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description=(
+            "Server processes sharing the port. Unset: the CPUs this process may use"
+            " (affinity and cgroup quota), at most 8."
+        ),
+    )
     shutdown_timeout: Duration = Field(
         default=30.0, description="How long in-flight requests may finish after SIGTERM."
     )

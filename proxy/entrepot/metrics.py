@@ -6,10 +6,12 @@ upstream names from the configuration. Never a module path or version.
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
 
 Endpoint = Literal["list", "info", "mod", "zip", "latest", "sumdb", "health", "metrics", "other"]
 CacheResult = Literal["hit", "miss", "stale", "negative", "bypass"]
@@ -82,7 +84,10 @@ class Metrics:
         self._children: dict[tuple[str, int], tuple[Counter, Histogram, Counter]] = {}
         self._cache_children: dict[tuple[str, str], Counter] = {}
         self.inflight = Gauge(
-            "entrepot_upstream_fetches_in_flight", "Upstream fetches running now.", registry=r
+            "entrepot_upstream_fetches_in_flight",
+            "Upstream fetches running now.",
+            registry=r,
+            multiprocess_mode="livesum",
         )
 
     def record_request(self, endpoint: Endpoint, code: int, seconds: float, sent: int) -> None:
@@ -122,4 +127,10 @@ class Metrics:
         self.background_refreshes.labels(endpoint, outcome).inc()
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        """This process's metrics, or the sum over all workers when they share a directory."""
+        shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if not shared:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=shared)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)

@@ -32,7 +32,7 @@ def test_durations(text: str | int, seconds: float) -> None:
 
 @pytest.mark.parametrize("bad", ["5", "5x", "-1s", "", True, -3])
 def test_bad_durations(bad: object) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="duration"):
         parse_duration(bad)
 
 
@@ -40,7 +40,7 @@ def test_listen_addresses() -> None:
     assert split_host_port("127.0.0.1:8080") == ("127.0.0.1", 8080)
     assert split_host_port("[::1]:9") == ("::1", 9)
     for bad in ("8080", "host", "[::1]", "a:99999"):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=r"listen address|port"):
             split_host_port(bad)
 
 

@@ -57,13 +57,13 @@ def test_sigterm_discards_a_partial_write(tmp_path: Path) -> None:
         t.start()
         deadline = time.monotonic() + 10
         staging = mirror.data_dir / ".staging"
-        while time.monotonic() < deadline and not any(staging.glob("*.part")):
+        while time.monotonic() < deadline and not any(staging.rglob("*.part")):
             time.sleep(0.02)
-        assert any(staging.glob("*.part")), "the fetch should be writing a staged file"
+        assert any(staging.rglob("*.part")), "the fetch should be writing a staged file"
         started = time.monotonic()
         assert mirror.stop() == 0
         assert time.monotonic() - started < 10
-        assert not list(staging.iterdir())
+        assert not list(staging.rglob("*.part"))
         assert not (mirror.data_dir / "go/example.com/slow/@v/v1.0.0.zip").exists()
         t.join(10)
         # The client got no bytes it could mistake for the module: an error, never a 200.

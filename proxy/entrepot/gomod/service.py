@@ -332,13 +332,27 @@ class GoService:
             self.metrics.record_cache(endpoint, "negative")
             raise cached_miss
         try:
-            blob, led = await self.flights.run(key, lambda: chain.call(fetch))
+            blob, led = await self.flights.run(key, lambda: self._locked(kind, key, chain, fetch))
         except NotFoundError as e:
             self.negative.put(key, e, self.clock())
             raise
         if not led:
             self.metrics.record_coalesced(endpoint)
         return blob
+
+    async def _locked(
+        self, kind: Kind, key: str, chain: Chain, publish: Callable[[Upstream], Awaitable[BlobInfo]]
+    ) -> BlobInfo:
+        """Fetch under the store's cross-process lock, unless another worker just stored it."""
+        async with self.storage.exclusive(key):
+            blob = await self.storage.stat(key)
+            if blob is not None and (
+                POLICY[kind].immutable
+                or freshness(kind, self.clock() - blob.mtime_ns / 1e9, self.cache) == "fresh"
+            ):
+                self.metrics.record_coalesced(_ENDPOINT[kind])
+                return blob
+            return await chain.call(publish)
 
     async def _immutable(
         self,
@@ -396,7 +410,9 @@ class GoService:
                     self.flights.start(key, lambda: self._refresh(kind, key, chain, publish))
                 return await self._answer_stored(kind, blob, "hit")
             try:
-                blob, _ = await self.flights.run(key, lambda: chain.call(publish))
+                blob, _ = await self.flights.run(
+                    key, lambda: self._locked(kind, key, chain, publish)
+                )
             except EntrepotError as e:
                 if isinstance(e, ForbiddenError) or not can_serve_stale(age, self.cache):
                     raise
@@ -419,7 +435,7 @@ class GoService:
         self, kind: Kind, key: str, chain: Chain, publish: Callable[[Upstream], Awaitable[BlobInfo]]
     ) -> BlobInfo:
         try:
-            blob = await chain.call(publish)
+            blob = await self._locked(kind, key, chain, publish)
         except EntrepotError as e:
             self.metrics.record_refresh(_ENDPOINT[kind], "error")
             log.warning("background refresh of %s failed, keeping the cached copy: %s", key, e)

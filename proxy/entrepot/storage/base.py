@@ -8,7 +8,7 @@ backend that can hand out a local path (the filesystem) lets the server use send
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -54,6 +54,13 @@ class Storage(Protocol):
 
     async def delete(self, key: str) -> None:
         """Remove the blob if present."""
+        ...
+
+    def exclusive(self, key: str) -> AbstractAsyncContextManager[None]:
+        """Hold the fetch lock of ``key`` across processes (and replicas, where supported).
+
+        The holder re-checks the store before fetching, so N workers make one upstream fetch.
+        """
         ...
 
     def writable(self) -> bool:

@@ -42,8 +42,10 @@ def observer(
         try:
             await response.prepare(request)
             await response.write_eof()
-        except (ConnectionError, asyncio.CancelledError):
-            status = 499  # the client went away; nothing else is affected
+        except ConnectionError:
+            status = 499  # the client went away; aiohttp closes the connection quietly
+        except asyncio.CancelledError:
+            status = 499
             raise
         finally:
             seconds = time.perf_counter() - start
