@@ -228,6 +228,18 @@ class Credentials(_Model):
         description="Upstream host → file holding a bearer token sent to that host.",
     )
 
+    @field_validator("netrc_file", "git_config_file", "git_credentials_file")
+    @classmethod
+    def _absolute(cls, path: Path | None) -> Path | None:
+        # Relative paths mean "from where the server was started"; the go command and git run
+        # in other directories, so they are made absolute once, here.
+        return None if path is None else path.absolute()
+
+    @field_validator("bearer_tokens")
+    @classmethod
+    def _absolute_tokens(cls, tokens: dict[str, Path]) -> dict[str, Path]:
+        return {host: path.absolute() for host, path in tokens.items()}
+
 
 class Direct(_Model):
     """Fetching from version control with the go command, in an isolated GOPATH."""

@@ -128,3 +128,13 @@ def test_configuration_reference_matches_the_models() -> None:
     assert end in doc
     embedded = doc.split(begin, 1)[1].split(end, 1)[0]
     assert embedded == reference_markdown()
+
+
+def test_credential_paths_are_made_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("go:\n  credentials:\n    netrc_file: secrets/netrc\n")
+    s = load_settings(config_file=cfg, environ={**NO_GO, "GOPROXY": "off"})
+    assert s.go.credentials.netrc_file == tmp_path / "secrets" / "netrc"

@@ -121,3 +121,12 @@ def test_unknown_module_is_a_404_the_go_command_reports(go_client: GoClient) -> 
     assert done.returncode != 0
     assert "404 Not Found" in done.stderr
     assert "example.com/nope@v1.0.0: not found at 127.0.0.1" in done.stderr
+
+
+def test_the_cache_folder_is_itself_a_file_proxy(
+    tmp_path: Path, go_client: GoClient, mirror: Server
+) -> None:
+    """docs/operations.md promises `GOPROXY=file://<data>/go` works for offline copies."""
+    build_app(go_client)
+    offline = GoClient(tmp_path / "offline", f"file://{mirror.data_dir / 'go'}")
+    assert build_app(offline).startswith("example.com/hello@v1.1.0")

@@ -37,12 +37,25 @@ _NOT_FOUND = re.compile(
 )
 
 
+# The go command hides git's "Authentication failed" behind these.
+_AUTH = re.compile(
+    r"no secure protocol found|terminal prompts disabled|authentication failed|could not read"
+    r" Username|permission denied",
+    re.IGNORECASE,
+)
+
+
 def classify_go_error(stderr: str, what: str) -> UpstreamError | NotFoundError:
     """Turn the go command's complaint into a not-found or an upstream failure."""
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
     detail = " | ".join(lines[-3:])[:400] or "the go command failed without a message"
     if _NOT_FOUND.search(detail):
         return NotFoundError(f"{what}: not found via direct: {detail}")
+    if _AUTH.search(detail):
+        detail += (
+            " (the repository may need credentials: check go.credentials of the mirror, or"
+            " go.direct.insecure for plain-http servers)"
+        )
     return UpstreamError(f"{what}: direct fetch failed: {detail}")
 
 

@@ -143,3 +143,13 @@ async def test_error_messages_never_carry_credentials() -> None:
 def test_direct_is_shared_and_required_when_named() -> None:
     with pytest.raises(ValueError, match="direct"):
         build_chain(parse_proxy_list("direct"), make_proxy=lambda url: answering(200), direct=None)
+
+
+def test_direct_errors_are_classified_with_advice() -> None:
+    from entrepot.gomod.direct import classify_go_error
+
+    missing = classify_go_error("go: example.com/x@v9.0.0: invalid version: unknown revision", "m")
+    assert isinstance(missing, NotFoundError)
+    auth = classify_go_error("fatal: no secure protocol found for repository", "m")
+    assert type(auth) is UpstreamError
+    assert "go.credentials" in auth.message

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Benchmarks of the Go module mirror (not tests): `make bench`, or `bench/run.sh [--quick] ...`.
+# Everything runs on 127.0.0.1; see docs/benchmarks.md for what is measured.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v wrk >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "bench: installing wrk" >&2
+        # The package index is refreshed only when the plain install fails.
+        apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }
+    else
+        echo "bench: wrk is required (e.g. 'sudo apt-get install -y wrk')" >&2
+        exit 1
+    fi
+fi
+command -v curl >/dev/null 2>&1 || { echo "bench: curl is required" >&2; exit 1; }
+
+make --no-print-directory install
+
+exec .venv/bin/python bench/gomod.py "$@"
