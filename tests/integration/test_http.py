@@ -4,6 +4,7 @@ error bodies the go command can show, health, metrics and the access log."""
 from __future__ import annotations
 
 import json
+import shutil
 import time
 
 import httpx
@@ -105,3 +106,12 @@ def test_access_log_is_one_json_object_per_request(mirror: Server) -> None:
     assert isinstance(entry["bytes"], int)
     assert entry["bytes"] > 0
     assert isinstance(entry["duration_ms"], float)
+
+
+def test_readiness_fails_when_the_cache_cannot_be_written(mirror: Server) -> None:
+    assert httpx.get(mirror.url + "/readyz").status_code == 200
+    shutil.rmtree(mirror.data_dir / ".staging")  # what a lost volume looks like to a worker
+    for _ in range(4):  # whichever worker answers
+        r = httpx.get(mirror.url + "/readyz")
+        assert r.status_code == 503
+        assert "storage not writable" in r.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import threading
 import time
@@ -17,6 +18,7 @@ class Script:
     stall: threading.Event = field(default_factory=threading.Event)  # set() to release stalls
     stall_paths: set[str] = field(default_factory=set)
     requests: list[str] = field(default_factory=list)
+    basic_auth: str | None = None  # "user:password" the upstream demands, if any
 
 
 @contextlib.contextmanager
@@ -24,6 +26,14 @@ def scripted_upstream(script: Script) -> Iterator[str]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             script.requests.append(self.path)
+            if script.basic_auth is not None:
+                wanted = "Basic " + base64.b64encode(script.basic_auth.encode()).decode()
+                if self.headers.get("Authorization") != wanted:
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", 'Basic realm="modules"')
+                    self.end_headers()
+                    self.wfile.write(b"authentication required\n")
+                    return
             body = script.files.get(self.path)
             if body is None:
                 self.send_response(404)
