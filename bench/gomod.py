@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shlex
 import signal
 import subprocess
@@ -138,6 +139,23 @@ def rss_bytes(pids: list[int]) -> int:
                     total += int(line.split()[1]) * 1024
                     break
     return total
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time consumed so far by ``pids``."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def busy_seconds() -> float:
+    """CPU time the whole machine spent busy (all cores, /proc/stat), in seconds."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 class RssSampler:
@@ -272,24 +290,50 @@ class WrkRun:
     def errors(self) -> int:
         return int(sum(v for k, v in self.result.items() if k.startswith("err_")))
 
+    @property
+    def cpu(self) -> str:
+        r = self.result
+        return (
+            f"CPU: server {r['server_cores']:.2f} + wrk {r['wrk_cores']:.2f}"
+            f" + other {r['other_cores']:.2f} cores"
+        )
+
     def ms(self, key: str) -> float:
         return self.result[key] / 1000
 
 
-def run_wrk(name: str, url: str, script: Path, *, connections: int, duration: float) -> WrkRun:
+def run_wrk(
+    name: str, url: str, script: Path, *, connections: int, duration: float, server_pid: int
+) -> WrkRun:
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency", "-s", str(script)]
     cmd.append(url)
     print(f"  $ {shlex.join(cmd)}", flush=True)
+    pids = tree_pids(server_pid)
+    server_cpu = cpu_seconds(pids)
+    child = resource.getrusage(resource.RUSAGE_CHILDREN)
+    busy = busy_seconds()
+    start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=False)
+    elapsed = time.perf_counter() - start
+    busy = busy_seconds() - busy
+    server_cpu = cpu_seconds(pids) - server_cpu
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wrk_cpu = after.ru_utime + after.ru_stime - child.ru_utime - child.ru_stime
     if proc.returncode != 0:
         raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stderr or proc.stdout}")
     m = re.search(r"^BENCHJSON (\{.*\})$", proc.stdout, re.M)
     if m is None:
         raise RuntimeError(f"no result in wrk output:\n{proc.stdout}")
     run = WrkRun(name, cmd, json.loads(m.group(1)), proc.stdout)
+    # Cores kept busy during the run (1.0 = one core): who is short of CPU.
+    run.result["server_cores"] = server_cpu / elapsed
+    run.result["wrk_cores"] = wrk_cpu / elapsed
+    run.result["other_cores"] = max(0.0, busy - server_cpu - wrk_cpu) / elapsed
     print(
         f"    {run.rps:,.0f} req/s, p50 {run.ms('p50_us'):.2f} ms, p99 {run.ms('p99_us'):.2f} ms,"
-        f" {run.bytes_per_s / 1e9:.2f} GB/s, errors {run.errors}",
+        f" {run.bytes_per_s / 1e9:.2f} GB/s, errors {run.errors}; CPU: server"
+        f" {run.result['server_cores']:.2f} cores, wrk {run.result['wrk_cores']:.2f}, everything"
+        f" else {run.result['other_cores']:.2f}",
         flush=True,
     )
     return run
@@ -309,30 +353,29 @@ def get_ok(url: str, *, expect_cache: str | None = None) -> httpx.Response:
     return r
 
 
-def bench_hits(mirror: str, tmp: Path, opts: argparse.Namespace) -> dict[str, Any]:
+def bench_hits(srv: Server, tmp: Path, opts: argparse.Namespace) -> dict[str, Any]:
+    mirror = srv.url
     info = mod_url("", SMALL.path, SMALL.version, "info")
     mod = mod_url("", SMALL.path, SMALL.version, "mod")
     for p in (info, mod):
         get_ok(mirror + p)
         get_ok(mirror + p, expect_cache="hit")
     up_before = metric_rows(mirror, "entrepot_upstream_requests_total")
+    common = {
+        "connections": opts.connections,
+        "duration": opts.duration,
+        "server_pid": srv.proc.pid,
+    }
     script = wrk_script(tmp / "infomod.lua", [info, mod])
-    infomod = run_wrk(
-        "info+mod", mirror + info, script, connections=opts.connections, duration=opts.duration
-    )
+    infomod = run_wrk("info+mod", mirror + info, script, **common)
     up_after = metric_rows(mirror, "entrepot_upstream_requests_total")
-    health = run_wrk(
-        "healthz",
-        mirror + "/healthz",
-        wrk_script(tmp / "plain.lua", []),
-        connections=opts.connections,
-        duration=opts.duration,
-    )
+    plain = wrk_script(tmp / "plain.lua", [])
+    health = run_wrk("healthz", mirror + "/healthz", plain, **common)
     return {"info_mod": infomod, "healthz": health, "upstream": metric_delta(up_before, up_after)}
 
 
-def bench_zip_hit(mirror: str, tmp: Path, opts: argparse.Namespace, version: str) -> WrkRun:
-    url = mod_url(mirror, MEDIUM_PATH, version, "zip")
+def bench_zip_hit(srv: Server, tmp: Path, opts: argparse.Namespace, version: str) -> WrkRun:
+    url = mod_url(srv.url, MEDIUM_PATH, version, "zip")
     get_ok(url)
     get_ok(url, expect_cache="hit")
     return run_wrk(
@@ -341,12 +384,19 @@ def bench_zip_hit(mirror: str, tmp: Path, opts: argparse.Namespace, version: str
         wrk_script(tmp / "plain.lua", []),
         connections=opts.zip_connections,
         duration=opts.duration,
+        server_pid=srv.proc.pid,
     )
 
 
 async def _cold_clients(url: str, n: int) -> list[dict[str, Any]]:
     limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
     timeout = httpx.Timeout(300.0, pool=300.0)
+    # Inside the event loop a signal cancels the clients (a KeyboardInterrupt raised in the
+    # middle of asyncio's machinery would leave tasks behind).
+    loop, main = asyncio.get_running_loop(), asyncio.current_task()
+    assert main is not None
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda: (_interrupted.set(), main.cancel()))
     async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
         gate = asyncio.Event()
 
@@ -382,7 +432,12 @@ def bench_cold(mirror: str, upstream: str, version: str, want_sha: str) -> dict[
     before = metric_rows(upstream, up_name)
     mirror_before = metric_rows(mirror, "entrepot_upstream_requests_total")
     start = time.perf_counter()
-    results = asyncio.run(_cold_clients(mod_url(mirror, MEDIUM_PATH, version, "zip"), COLD_CLIENTS))
+    try:
+        results = asyncio.run(
+            _cold_clients(mod_url(mirror, MEDIUM_PATH, version, "zip"), COLD_CLIENTS)
+        )
+    finally:
+        install_signal_handlers()  # closing the loop reset them
     wall = time.perf_counter() - start
     after = metric_rows(upstream, up_name)
     mirror_after = metric_rows(mirror, "entrepot_upstream_requests_total")
@@ -410,7 +465,8 @@ def bench_cold(mirror: str, upstream: str, version: str, want_sha: str) -> dict[
     }
     print(
         f"    {COLD_CLIENTS} clients: upstream zip requests {zip_fetches:g}, statuses {statuses},"
-        f" identical {out['identical']}, wall {wall:.2f} s, cache {caches}",
+        f" identical {out['identical']}, headers {out['first_headers_s']:.2f}"
+        f"-{out['last_headers_s']:.2f} s, bodies done {wall:.2f} s, cache {caches}",
         flush=True,
     )
     return out
@@ -538,28 +594,29 @@ def table(res: dict[str, Any]) -> str:
         (
             "cache-hit .info/.mod",
             f"{im.rps:,.0f} req/s, p50 {im.ms('p50_us'):.2f} ms, p99 {im.ms('p99_us'):.2f} ms,"
-            f" errors {im.errors}",
+            f" errors {im.errors}; {im.cpu}",
             f">= {HIT_TARGET_RPS:,} req/s, p99 < {HIT_TARGET_P99_MS:g} ms",
             ok(im.rps >= HIT_TARGET_RPS and im.ms("p99_us") < HIT_TARGET_P99_MS and not im.errors),
         ),
         (
             "/healthz (server ceiling)",
-            f"{hz.rps:,.0f} req/s, p50 {hz.ms('p50_us'):.2f} ms, p99 {hz.ms('p99_us'):.2f} ms",
+            f"{hz.rps:,.0f} req/s, p50 {hz.ms('p50_us'):.2f} ms, p99 {hz.ms('p99_us'):.2f} ms;"
+            f" {hz.cpu}",
             "(reference)",
             "",
         ),
         (
             "cache-hit 5 MB zip",
             f"{zhit.bytes_per_s / 1e9:.2f} GB/s ({zhit.rps:,.0f} req/s, p99"
-            f" {zhit.ms('p99_us'):.1f} ms), errors {zhit.errors}",
+            f" {zhit.ms('p99_us'):.1f} ms), errors {zhit.errors}; {zhit.cpu}",
             ">= 1 GB/s",
             ok(zhit.bytes_per_s >= ZIP_TARGET_BPS and not zhit.errors),
         ),
         (
             f"{cold['clients']} concurrent cold GETs, one zip",
             f"{cold['upstream_zip_requests']:g} upstream zip request(s); statuses"
-            f" {cold['statuses']}; identical bytes: {cold['identical']}; wall"
-            f" {cold['wall_s']:.2f} s",
+            f" {cold['statuses']}; identical bytes: {cold['identical']}; all headers after"
+            f" {cold['last_headers_s']:.2f} s, all bodies after {cold['wall_s']:.2f} s",
             "exactly 1 upstream fetch",
             ok(
                 cold["upstream_zip_requests"] == 1
@@ -610,6 +667,18 @@ def log_problems(text: str) -> list[str]:
     return [ln for ln in text.splitlines() if not ln.startswith("{") and bad.search(ln)]
 
 
+def access_statuses(text: str) -> dict[str, int]:
+    """``endpoint status`` → count, from the JSON access-log lines of a server log."""
+    counts: dict[str, int] = {}
+    for line in text.splitlines():
+        if line.startswith("{"):
+            with contextlib.suppress(ValueError, KeyError):
+                entry = json.loads(line)
+                key = f"{entry['endpoint']} {entry['status']}"
+                counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -634,10 +703,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
 
-    def terminate(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, terminate)  # cleanup runs on SIGTERM as on Ctrl-C
+    install_signal_handlers()
     info = machine()
     print("# Entrepôt Go benchmarks" + (" (quick)" if opts.quick else ""))
     print(
@@ -647,49 +713,74 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in info['loadavg_start'])}")
     res: dict[str, Any] = {"machine": info, "options": vars(opts) | {"results": None}}
     started = time.time()
-    with contextlib.ExitStack() as stack:
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="entrepot-bench-")))
+    problems: dict[str, list[str]] = {}
+    with tempfile.TemporaryDirectory(prefix="entrepot-bench-") as tmpname:
+        tmp = Path(tmpname)
         updir = tmp / "upstream-files"
         fx = write_fixtures(updir, opts.big_mb)
         res["fixtures"] = {k: v for k, v in fx.items() if k.endswith("_bytes")}
-        up = stack.enter_context(
-            server(tmp, name="upstream", proxy=f"file://{updir}", workers=opts.upstream_workers)
-        )
-        mirror = stack.enter_context(server(tmp, name="mirror", proxy=up.url, workers=opts.workers))
-        res["mirror_processes"] = len(tree_pids(mirror.proc.pid))
-        print(f"upstream {up.url}, mirror {mirror.url} ({res['mirror_processes']} processes)")
-        problems: dict[str, list[str]] = {}
         try:
-            print("\n## a. cache hits: .info/.mod, /healthz")
-            res["hits"] = bench_hits(mirror.url, tmp, opts)
-            print("\n## b. cache-hit 5 MB zip")
-            res["zip_hit"] = bench_zip_hit(mirror.url, tmp, opts, "v1.0.0")
-            print(f"\n## c. {COLD_CLIENTS} concurrent cold requests for one zip")
-            res["cold"] = bench_cold(mirror.url, up.url, "v1.0.1", fx["cold_sha"])
-            print(f"\n## d. memory: {MEM_CLIENTS} clients x {fx['big_zip_bytes'] / 1e6:.0f} MB zip")
-            res["memory"] = bench_memory(
-                mirror, up.url, "v1.0.0", fx["big_zip_bytes"], fx["big_sha"]
-            )
+            with contextlib.ExitStack() as servers:
+                up = servers.enter_context(
+                    server(
+                        tmp, name="upstream", proxy=f"file://{updir}", workers=opts.upstream_workers
+                    )
+                )
+                mirror = servers.enter_context(
+                    server(tmp, name="mirror", proxy=up.url, workers=opts.workers)
+                )
+                res["mirror_processes"] = len(tree_pids(mirror.proc.pid))
+                print(
+                    f"upstream {up.url}, mirror {mirror.url} ({res['mirror_processes']} processes)"
+                )
+                run_benchmarks(res, opts, tmp=tmp, up=up, mirror=mirror, fx=fx)
         finally:
-            for srv in (mirror, up):
-                found = log_problems(srv.log())
+            # Servers stopped (access logs flushed): what did they log?
+            for name in ("mirror", "upstream"):
+                path = tmp / f"{name}.log"
+                text = path.read_text(errors="replace") if path.exists() else ""
+                found = log_problems(text)
                 if found:
-                    problems[srv.log_path.stem] = found
+                    problems[name] = found
+                res[f"{name}_access_statuses"] = access_statuses(text)
             res["log_problems"] = problems
+            for name, lines in problems.items():
+                print(f"\n{name} log: {len(lines)} problem line(s), first ones:")
+                for line in lines[:10]:
+                    print(f"    {line}")
     res["loadavg_end"] = os.getloadavg()
     res["elapsed_s"] = time.time() - started
     print("\n## Results\n")
     print(table(res))
     print(f"\nload average at end: {' '.join(f'{x:.2f}' for x in res['loadavg_end'])}")
-    for name, lines in problems.items():
-        print(f"\n{name} log: {len(lines)} problem line(s), first ones:")
-        for line in lines[:10]:
-            print(f"    {line}")
+    for name in ("mirror", "upstream"):
+        print(
+            f"{name} access log, requests by endpoint and status: {res[f'{name}_access_statuses']}"
+        )
     opts.results.mkdir(parents=True, exist_ok=True)
     out = opts.results / time.strftime("gomod-%Y%m%d-%H%M%S.json")
     out.write_text(json.dumps(jsonable(res), indent=2, default=str) + "\n")
     print(f"\nJSON: {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
     return 0
+
+
+def run_benchmarks(
+    res: dict[str, Any],
+    opts: argparse.Namespace,
+    *,
+    tmp: Path,
+    up: Server,
+    mirror: Server,
+    fx: dict[str, Any],
+) -> None:
+    print("\n## a. cache hits: .info/.mod, /healthz")
+    res["hits"] = bench_hits(mirror, tmp, opts)
+    print("\n## b. cache-hit 5 MB zip")
+    res["zip_hit"] = bench_zip_hit(mirror, tmp, opts, "v1.0.0")
+    print(f"\n## c. {COLD_CLIENTS} concurrent cold requests for one zip")
+    res["cold"] = bench_cold(mirror.url, up.url, "v1.0.1", fx["cold_sha"])
+    print(f"\n## d. memory: {MEM_CLIENTS} clients x {fx['big_zip_bytes'] / 1e6:.0f} MB zip")
+    res["memory"] = bench_memory(mirror, up.url, "v1.0.0", fx["big_zip_bytes"], fx["big_sha"])
 
 
 def write_fixtures(updir: Path, big_mb: int) -> dict[str, Any]:
@@ -712,9 +803,27 @@ def write_fixtures(updir: Path, big_mb: int) -> dict[str, Any]:
     return fx
 
 
+_interrupted = threading.Event()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    _interrupted.set()
+    raise KeyboardInterrupt
+
+
+def install_signal_handlers() -> None:
+    """Cleanup (servers, clients, temporary files) runs on SIGTERM as on Ctrl-C."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+
+
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except KeyboardInterrupt:
+    except BaseException as e:
+        # On Ctrl-C the servers (same process group) may stop first: whatever failed then is
+        # a consequence of the interruption, not a finding.
+        if not (_interrupted.is_set() or isinstance(e, KeyboardInterrupt)):
+            raise
         print("\ninterrupted; servers stopped and temporary files removed", file=sys.stderr)
         sys.exit(130)

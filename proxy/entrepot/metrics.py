@@ -6,6 +6,7 @@ upstream names from the configuration. Never a module path or version.
 
 from __future__ import annotations
 
+import bisect
 import os
 from typing import Literal
 
@@ -18,7 +19,23 @@ CacheResult = Literal["hit", "miss", "stale", "negative", "bypass"]
 UpstreamOutcome = Literal["ok", "not_found", "error"]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
-_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_LATENCY_BUCKETS: tuple[float, ...] = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+)
+_LATENCY_BOUNDS = (*_LATENCY_BUCKETS, float("inf"))
 _UPSTREAM_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
@@ -81,8 +98,10 @@ class Metrics:
             ["endpoint", "outcome"],
             registry=r,
         )
-        self._children: dict[tuple[str, int], tuple[Counter, Histogram, Counter]] = {}
-        self._cache_children: dict[tuple[str, str], Counter] = {}
+        self._pending_requests: dict[tuple[str, int], int] = {}
+        self._pending_bytes: dict[str, int] = {}
+        self._pending_cache: dict[tuple[str, str], int] = {}
+        self._pending_durations: dict[str, list[float]] = {}  # [sum, count per bucket...]
         self.inflight = Gauge(
             "entrepot_upstream_fetches_in_flight",
             "Upstream fetches running now.",
@@ -91,25 +110,38 @@ class Metrics:
         )
 
     def record_request(self, endpoint: Endpoint, code: int, seconds: float, sent: int) -> None:
-        # The hot path: label children are looked up once and kept (labels() costs ~3 µs).
-        children = self._children.get((endpoint, code))
-        if children is None:
-            children = (
-                self.requests.labels(endpoint, str(code)),
-                self.duration.labels(endpoint),
-                self.bytes_served.labels(endpoint),
-            )
-            self._children[(endpoint, code)] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        """The hot path: plain dict arithmetic, applied to the Prometheus metrics by
+        :meth:`flush` (every second and before each scrape). With workers, prometheus-client
+        writes every increment to a shared file under a lock: per request that cost a third
+        of the whole server's throughput (docs/benchmarks.md)."""
+        key = (endpoint, code)
+        self._pending_requests[key] = self._pending_requests.get(key, 0) + 1
+        hist = self._pending_durations.get(endpoint)
+        if hist is None:
+            hist = self._pending_durations[endpoint] = [0.0] + [0] * len(_LATENCY_BOUNDS)
+        hist[0] += seconds
+        hist[1 + bisect.bisect_left(_LATENCY_BOUNDS, seconds)] += 1
         if sent:
-            children[2].inc(sent)
+            self._pending_bytes[endpoint] = self._pending_bytes.get(endpoint, 0) + sent
 
     def record_cache(self, endpoint: Endpoint, result: CacheResult) -> None:
-        child = self._cache_children.get((endpoint, result))
-        if child is None:
-            child = self._cache_children[(endpoint, result)] = self.cache.labels(endpoint, result)
-        child.inc()
+        key = (endpoint, result)
+        self._pending_cache[key] = self._pending_cache.get(key, 0) + 1
+
+    def flush(self) -> None:
+        """Apply what the hot path counted to the Prometheus metrics."""
+        pending, self._pending_requests = self._pending_requests, {}
+        for (endpoint, code), n in pending.items():
+            self.requests.labels(endpoint, str(code)).inc(n)
+        sent, self._pending_bytes = self._pending_bytes, {}
+        for endpoint, n in sent.items():
+            self.bytes_served.labels(endpoint).inc(n)
+        cache, self._pending_cache = self._pending_cache, {}
+        for (endpoint, result), n in cache.items():
+            self.cache.labels(endpoint, result).inc(n)
+        durations, self._pending_durations = self._pending_durations, {}
+        for endpoint, hist in durations.items():
+            _add_observations(self.duration.labels(endpoint), hist)
 
     def record_upstream(
         self, upstream: str, operation: str, outcome: UpstreamOutcome, seconds: float
@@ -127,10 +159,25 @@ class Metrics:
         self.background_refreshes.labels(endpoint, outcome).inc()
 
     def exposition(self) -> bytes:
-        """This process's metrics, or the sum over all workers when they share a directory."""
+        """This process's metrics, or the sum over all workers when they share a directory
+        (other workers' counts are at most a second old)."""
+        self.flush()
         shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         if not shared:
             return generate_latest(self.registry)
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=shared)  # type: ignore[no-untyped-call]
         return generate_latest(registry)
+
+
+def _add_observations(child: Histogram, hist: list[float]) -> None:
+    """Add pre-bucketed observations to a histogram child in one step per bucket.
+
+    prometheus-client has no public call for this; ``_sum`` and ``_buckets`` (one
+    non-cumulative value per upper bound) are what its own ``observe`` updates. A test
+    checks the exposition, so a change there fails loudly.
+    """
+    child._sum.inc(hist[0])
+    for bucket, n in zip(child._buckets, hist[1:], strict=True):
+        if n:
+            bucket.inc(n)

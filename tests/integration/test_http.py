@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from support.servers import Server
+from support.servers import Server, metrics_eventually
 
 pytestmark = pytest.mark.integration
 
@@ -75,7 +75,11 @@ def test_health_readiness_and_metrics(mirror: Server) -> None:
     assert httpx.get(mirror.url + "/readyz").status_code == 200
     httpx.get(mirror.url + ZIP)
     httpx.get(mirror.url + ZIP)
-    metrics = httpx.get(mirror.url + "/metrics").text
+    metrics = metrics_eventually(
+        mirror,
+        'entrepot_cache_results_total{endpoint="zip",result="hit"} 1.0',
+        'entrepot_http_requests_total{code="200",endpoint="zip"} 2.0',
+    )
     assert 'entrepot_cache_results_total{endpoint="zip",result="miss"} 1.0' in metrics
     assert 'entrepot_cache_results_total{endpoint="zip",result="hit"} 1.0' in metrics
     assert 'entrepot_http_requests_total{code="200",endpoint="zip"} 2.0' in metrics

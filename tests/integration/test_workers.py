@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from support.modules import simple
-from support.servers import running_server
+from support.servers import metrics_eventually, running_server
 from support.slow import Script, scripted_upstream
 
 pytestmark = pytest.mark.integration
@@ -49,10 +49,13 @@ def test_two_hundred_cold_requests_across_workers_make_one_upstream_fetch(
         assert [r.status_code for r in answers] == [200] * 200
         assert {r.content for r in answers} == {MOD.zip_bytes()}
         assert script.requests.count(ZIP) == 1
-        metrics = httpx.get(mirror.url + "/metrics").text
         # Summed over both workers: every request counted once, all but one coalesced.
-        assert 'entrepot_http_requests_total{code="200",endpoint="zip"} 200.0' in metrics
-        assert 'entrepot_coalesced_requests_total{endpoint="zip"} 199.0' in metrics
+        expected = (
+            'entrepot_http_requests_total{code="200",endpoint="zip"} 200.0',
+            'entrepot_coalesced_requests_total{endpoint="zip"} 199.0',
+        )
+        metrics = metrics_eventually(mirror, *expected)
+        assert all(line in metrics for line in expected), metrics
 
 
 def test_a_crashed_worker_is_replaced_and_stop_leaves_nothing_behind(tmp_path: Path) -> None:

@@ -97,3 +97,13 @@ def running_server(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def metrics_eventually(server: Server, *lines: str, timeout: float = 5) -> str:
+    """The /metrics text once it holds every line: workers publish their counts every second."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = httpx.get(server.url + "/metrics").text
+        if all(line in text for line in lines) or time.monotonic() > deadline:
+            return text
+        time.sleep(0.2)

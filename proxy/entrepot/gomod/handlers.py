@@ -25,7 +25,7 @@ class GoHandlers:
         self.service = service
         self.cache = cache
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         req = parse_path(request.path)
         request["endpoint"] = req.endpoint
         request["module"] = req.module
@@ -44,7 +44,7 @@ class GoHandlers:
         request["cache"] = answer.cache
         return self.respond(request, answer)
 
-    def respond(self, request: web.Request, answer: Answer) -> web.StreamResponse:
+    def respond(self, request: web.BaseRequest, answer: Answer) -> web.StreamResponse:
         headers = blob_headers(
             answer.blob,
             content_type=CONTENT_TYPES[answer.kind],

@@ -1,4 +1,5 @@
-"""The one middleware: errors become responses (one mapping), then metrics and an access log.
+"""The one wrapper around every request: errors become responses (one mapping), then
+metrics and an access log.
 
 The response is sent here (``prepare`` + ``write_eof``), so the duration and byte count cover
 the whole body, sendfile included, and a client that goes away is logged as 499.
@@ -12,7 +13,6 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 
 from entrepot.accesslog import AccessLog
 from entrepot.errors import EntrepotError
@@ -20,14 +20,19 @@ from entrepot.metrics import Endpoint, Metrics
 from entrepot.web.responses import error_response
 
 log = logging.getLogger("entrepot.web")
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 
 def observer(
-    *, metrics: Metrics, accesslog: AccessLog, classify: Callable[[str], Endpoint]
-) -> Middleware:
-    @web.middleware
-    async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    handler: Handler,
+    *,
+    metrics: Metrics,
+    accesslog: AccessLog,
+    classify: Callable[[str], Endpoint],
+) -> Handler:
+    """Wrap the route table: errors → responses (one mapping), then metrics and the log."""
+
+    async def observe(request: web.BaseRequest) -> web.StreamResponse:
         start = time.perf_counter()
         try:
             response = await handler(request)

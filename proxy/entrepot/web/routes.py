@@ -1,7 +1,7 @@
 """The route table: exact paths, then path prefixes, then the protocol fallback.
 
-aiohttp's own router tries each route's pattern in turn; with module paths every proxy request
-would fall through them all. One catch-all aiohttp route and a dict lookup cost less.
+The server runs on aiohttp's low-level ``web.Server`` (no Application router): a dict lookup
+here is all the routing there is. Only GET and HEAD exist; anything else is a 405.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+ALLOWED = frozenset({"GET", "HEAD"})
 
 
 class RouteTable:
@@ -25,13 +26,13 @@ class RouteTable:
     def add_prefix(self, prefix: str, handler: Handler) -> None:
         self.prefixes.append((prefix, handler))
 
-    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+    async def dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
+        if request.method not in ALLOWED:
+            return web.Response(
+                status=405, text="only GET and HEAD are served\n", headers={"Allow": "GET, HEAD"}
+            )
         path = request.path
         handler = self.exact.get(path)
         if handler is None:
             handler = next((h for p, h in self.prefixes if path.startswith(p)), self.fallback)
         return await handler(request)
-
-    def install(self, app: web.Application) -> None:
-        """GET (and so HEAD) on every path; other methods get aiohttp's 405."""
-        app.router.add_get("/{tail:.*}", self.dispatch)
