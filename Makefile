@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
-.PHONY: run test lint format unit integration bench docs install clean-venv
+.PHONY: run test lint format unit integration e2e bench docs install clean-venv cluster-up cluster-down cluster-tools
 
 # The venv is (re)built only when the project's declared dependencies change.
 $(STAMP): pyproject.toml constraints.txt
@@ -21,23 +21,39 @@ run: $(STAMP)
 	$(BIN)/entrepot serve $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff format --check proxy tests bench
-	$(BIN)/ruff check proxy tests bench
+	$(BIN)/ruff format --check proxy tests bench e2e
+	$(BIN)/ruff check proxy tests bench e2e
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 format: $(STAMP)
-	$(BIN)/ruff format proxy tests bench
-	$(BIN)/ruff check --fix proxy tests bench
+	$(BIN)/ruff format proxy tests bench e2e
+	$(BIN)/ruff check --fix proxy tests bench e2e
 
 unit: $(STAMP)
-	$(BIN)/pytest -m "not integration"
+	$(BIN)/pytest -m "not integration and not e2e"
 
 integration: $(STAMP)
-	$(BIN)/pytest -m integration
+	$(BIN)/pytest tests -m integration
 
-test: lint
+# The e2e suite needs the control-plane binaries: built first (cached outside the repo).
+test: lint cluster-tools
 	$(BIN)/pytest
+
+# A real control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok) on
+# 127.0.0.1; the first run builds it from Go modules (minutes). The last line printed by
+# cluster-up is the kubeconfig path.
+cluster-up: $(STAMP)
+	@$(BIN)/python e2e/cluster/controlplane.py up
+
+cluster-down: $(STAMP)
+	@$(BIN)/python e2e/cluster/controlplane.py down
+
+cluster-tools:
+	python3 e2e/cluster/toolchain.py
+
+e2e: $(STAMP)
+	$(BIN)/pytest e2e
 
 docs: $(STAMP)
 	$(BIN)/entrepot config-reference --update docs/configuration.md
