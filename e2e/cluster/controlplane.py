@@ -269,9 +269,13 @@ def _gone_within(pid: int, seconds: float) -> bool:
 
 
 def _die_with_parent() -> None:
-    """Child side: get SIGTERM when the process that started us dies (pytest killed hard)."""
+    """Child side: die when the process that started us dies (pytest killed hard).
+
+    SIGKILL, not SIGTERM: all of them get it at once, and an apiserver shutting down
+    gracefully while etcd vanishes hangs. A throwaway cluster needs no graceful end.
+    """
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _spawn(plane: ControlPlane, name: str, args: list[str], *, tie: bool) -> None:
