@@ -147,22 +147,27 @@ def _replace_block(text: str) -> str:
     return "\n".join(out)
 
 
+def wrapper_module(name: str, requires: str, version: str) -> Path:
+    """Write the wrapper module for ``requires@version`` and return its folder."""
+    upstream = Path(module_info(requires, version)["GoMod"]).read_text()
+    src = cache_root() / "src" / name
+    src.mkdir(parents=True, exist_ok=True)
+    (src / "go.mod").write_text(
+        wrapper_go_mod(
+            module=f"entrepot.local/build/{name}",
+            requires=requires,
+            version=version,
+            upstream_mod=upstream,
+        )
+    )
+    return src
+
+
 def build_kubernetes() -> None:
     if all(_stamp_ok(c, KUBERNETES) for c in KUBE_COMMANDS):
         say(f"kubernetes {KUBERNETES}: already built")
         return
-    info = module_info("k8s.io/kubernetes", KUBERNETES)
-    upstream = Path(info["GoMod"]).read_text()
-    src = cache_root() / "src" / "kubernetes"
-    src.mkdir(parents=True, exist_ok=True)
-    (src / "go.mod").write_text(
-        wrapper_go_mod(
-            module="entrepot.local/build/kubernetes",
-            requires="k8s.io/kubernetes",
-            version=KUBERNETES,
-            upstream_mod=upstream,
-        )
-    )
+    src = wrapper_module("kubernetes", "k8s.io/kubernetes", KUBERNETES)
     major, minor = KUBERNETES.removeprefix("v").split(".")[:2]
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     flags = []
@@ -189,18 +194,7 @@ def build_etcd() -> None:
     if _stamp_ok("etcd", ETCD):
         say(f"etcd {ETCD}: already built")
         return
-    info = module_info("go.etcd.io/etcd/server/v3", ETCD)
-    upstream = Path(info["GoMod"]).read_text()
-    src = cache_root() / "src" / "etcd"
-    src.mkdir(parents=True, exist_ok=True)
-    (src / "go.mod").write_text(
-        wrapper_go_mod(
-            module="entrepot.local/build/etcd",
-            requires="go.etcd.io/etcd/server/v3",
-            version=ETCD,
-            upstream_mod=upstream,
-        )
-    )
+    src = wrapper_module("etcd", "go.etcd.io/etcd/server/v3", ETCD)
     bin_dir().mkdir(parents=True, exist_ok=True)
     run(
         [
