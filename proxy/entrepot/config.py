@@ -35,6 +35,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.alias_generators import to_camel
 
 from entrepot.errors import ConfigError
 from entrepot.gomod.module import match_prefix_patterns
@@ -146,8 +147,24 @@ def _check_patterns(value: str) -> str:
     return value
 
 
+# Syntax checks the Kubernetes API server can run too (they go into the CRD schema); the
+# Python validators below are the full rules.
+_UPSTREAM = r"(direct|off|(https?|file)://[^,|\s]+)"
+PROXY_LIST_PATTERN = rf"^\s*{_UPSTREAM}(\s*[,|]\s*{_UPSTREAM})*\s*[,|]?\s*$"
+_GLOB = r"([A-Za-z0-9._~*?/!^+-]|\[[^\]/]+\])+"
+PATTERNS_PATTERN = rf"^\s*{_GLOB}(\s*,\s*{_GLOB})*\s*,?\s*$"
+
+
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Keys are snake_case in config files and camelCase in the CRD; both are accepted."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        alias_generator=to_camel,
+        populate_by_name=True,
+        loc_by_alias=False,
+    )
 
 
 class Route(_Model):
@@ -155,10 +172,12 @@ class Route(_Model):
 
     patterns: str = Field(
         description="Comma-separated module path globs, as in GOPRIVATE ('corp.example.com/*').",
+        json_schema_extra={"pattern": PATTERNS_PATTERN},
     )
     proxy: str | None = Field(
         default=None,
         description="GOPROXY-style chain for these paths, e.g. 'direct'. One of proxy/deny.",
+        json_schema_extra={"pattern": PROXY_LIST_PATTERN},
     )
     deny: str | None = Field(
         default=None,
@@ -265,6 +284,7 @@ class GoSettings(_Model):
             "Upstream chain in GOPROXY syntax ('https://a.example.com,https://b.example.com|direct')."
             " Unset: GOPROXY of the server's environment, else `go env GOPROXY`."
         ),
+        json_schema_extra={"pattern": PROXY_LIST_PATTERN},
     )
     routes: list[Route] | None = Field(
         default=None,

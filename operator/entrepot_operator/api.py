@@ -1,0 +1,218 @@
+"""The ModuleMirror API (entrepot.dev/v1alpha1), as pydantic models.
+
+The Go settings of a mirror are the server's own configuration models (entrepot.config:
+Route, GoCache, the proxy chain), so the CRD schema, the rendered config file and the
+server's parsing all come from one definition. Kubernetes-only parts (storage, service,
+scheduling, credentials as Secret references) are defined here. Fields for features that do
+not exist yet are added with those features.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+from entrepot.config import (
+    PROXY_LIST_PATTERN,
+    Duration,
+    GoCache,
+    Route,
+    _check_proxy_list,
+)
+
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True
+    )
+
+
+class SecretKeyRef(_Spec):
+    """A key of a Secret in the mirror's namespace; mounted into the mirror's pods as a file."""
+
+    secret_name: str = Field(
+        description="Name of the Secret.", pattern=DNS_SUBDOMAIN_PATTERN, max_length=253
+    )
+    key: str = Field(description="Key within the Secret.", min_length=1, max_length=253)
+
+
+class BearerToken(SecretKeyRef):
+    host: str = Field(description="Upstream host name that receives this token.", min_length=1)
+
+
+class Credentials(_Spec):
+    """Secrets for upstreams and direct fetches. The operator never reads their contents."""
+
+    netrc: SecretKeyRef | None = Field(
+        default=None, description="netrc file: basic auth for upstream proxies and git over https."
+    )
+    git_config: SecretKeyRef | None = Field(
+        default=None, description="Extra git config for direct fetches (insteadOf, helpers)."
+    )
+    git_credentials: SecretKeyRef | None = Field(
+        default=None, description="git-credentials store file for direct fetches."
+    )
+    bearer_tokens: list[BearerToken] = Field(
+        default_factory=list, description="Bearer tokens for upstream proxies, per host."
+    )
+
+
+class Direct(_Spec):
+    """Fetching from version control (the 'direct' upstream) inside the mirror's pods."""
+
+    concurrency: int = Field(default=4, ge=1, le=64, description="Direct fetches at once.")
+    timeout: Duration = Field(default=600.0, description="Time limit of one direct fetch.")
+    insecure: str = Field(default="", description="GOINSECURE globs (plain-http servers).")
+
+
+class GoSpec(_Spec):
+    """The Go module proxy: the same settings as the server's `go` section."""
+
+    proxy: str = Field(
+        description="Upstream chain in GOPROXY syntax, e.g. 'https://proxy.example.com,direct'.",
+        json_schema_extra={"pattern": PROXY_LIST_PATTERN},
+    )
+    routes: list[Route] = Field(
+        default_factory=list, description="Per-path chains or refusals; first match wins."
+    )
+    cache: GoCache = Field(default_factory=GoCache)
+    direct: Direct = Field(default_factory=Direct)
+    upstream_timeout: Duration = Field(default=60.0, description="Upstream connect/read timeout.")
+
+    @model_validator(mode="after")
+    def _proxy_syntax(self) -> GoSpec:
+        _check_proxy_list(self.proxy)
+        return self
+
+
+class EmptyDir(_Spec):
+    size_limit: str | None = Field(
+        default=None, description="Limit of the throwaway cache.", pattern=QUANTITY_PATTERN
+    )
+
+
+class Storage(_Spec):
+    """Where the cache lives: a PersistentVolumeClaim (default) or a throwaway emptyDir."""
+
+    size: str = Field(default="10Gi", description="PVC size.", pattern=QUANTITY_PATTERN)
+    storage_class_name: str | None = Field(default=None, description="PVC storage class.")
+    access_mode: Literal["ReadWriteOnce", "ReadWriteMany"] = Field(
+        default="ReadWriteOnce",
+        description="ReadWriteMany is required for more than one replica (a shared cache).",
+    )
+    empty_dir: EmptyDir | None = Field(
+        default=None, description="Use a throwaway emptyDir instead of a PVC (tests, demos)."
+    )
+
+
+class Service(_Spec):
+    type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = Field(
+        default="ClusterIP", description="Service type."
+    )
+    port: int = Field(default=8080, ge=1, le=65535, description="Service port.")
+
+
+class Ingress(_Spec):
+    host: str = Field(description="Host name the Ingress answers for.", min_length=1)
+    class_name: str | None = Field(default=None, description="IngressClass name.")
+    tls_secret_name: str | None = Field(default=None, description="TLS Secret for the host.")
+
+
+class Monitoring(_Spec):
+    service_monitor: bool = Field(
+        default=True,
+        description="Create a ServiceMonitor when its CRD exists (else: scrape annotations).",
+    )
+    interval: str = Field(default="30s", description="Scrape interval.", pattern=r"^[0-9]+(s|m)$")
+
+
+def _free_form(description: str) -> Any:
+    return Field(
+        default=None,
+        description=description,
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+
+class ModuleMirrorSpec(_Spec):
+    """A Go module mirror: a Deployment of `entrepot serve`, its Service, cache and config."""
+
+    replicas: int = Field(default=1, ge=1, le=50, description="Mirror pods.")
+    image: str | None = Field(
+        default=None, description="Image override (default: the operator's configured image)."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="The server's log level."
+    )
+    go: GoSpec
+    credentials: Credentials = Field(default_factory=Credentials)
+    storage: Storage = Field(default_factory=Storage)
+    service: Service = Field(default_factory=Service)
+    ingress: Ingress | None = Field(default=None, description="Expose through an Ingress.")
+    monitoring: Monitoring = Field(default_factory=Monitoring)
+    resources: dict[str, Any] | None = _free_form("Container resources (requests/limits).")
+    node_selector: dict[str, str] | None = Field(default=None, description="Pod nodeSelector.")
+    tolerations: list[dict[str, Any]] | None = _free_form("Pod tolerations.")
+    affinity: dict[str, Any] | None = _free_form("Pod affinity.")
+    topology_spread_constraints: list[dict[str, Any]] | None = _free_form(
+        "Pod topologySpreadConstraints."
+    )
+
+    @model_validator(mode="after")
+    def _shared_cache(self) -> ModuleMirrorSpec:
+        if (
+            self.replicas > 1
+            and self.storage.empty_dir is None
+            and (self.storage.access_mode != "ReadWriteMany")
+        ):
+            raise ValueError(REPLICAS_NEED_SHARED_STORAGE)
+        return self
+
+
+REPLICAS_NEED_SHARED_STORAGE = (
+    "replicas > 1 needs a shared cache: set storage.accessMode: ReadWriteMany"
+    " (a ReadWriteOnce volume can be mounted by one node only), or use storage.emptyDir"
+)
+
+# Cross-field rules the API server checks itself (CEL), so a bad spec never reaches us.
+SPEC_RULES = [
+    {
+        "rule": "self.replicas <= 1 || has(self.storage.emptyDir)"
+        " || self.storage.accessMode == 'ReadWriteMany'",
+        "message": REPLICAS_NEED_SHARED_STORAGE,
+        "fieldPath": ".storage.accessMode",
+    },
+]
+ROUTE_RULES = [
+    {
+        "rule": "has(self.proxy) != has(self.deny)",
+        "message": "a route needs exactly one of 'proxy' (a chain) or 'deny' (a message)",
+    }
+]
+
+
+class Condition(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+    type: Literal["Ready", "Progressing", "Degraded"]
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str = ""
+    observed_generation: int | None = None
+    last_transition_time: str | None = None
+
+
+class ModuleMirrorStatus(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+    observed_generation: int | None = None
+    replicas: int | None = None
+    ready_replicas: int | None = None
+    url: str | None = Field(default=None, description="Put this in GOPROXY.")
+    config_hash: str | None = None
+    conditions: list[Condition] = Field(default_factory=list)

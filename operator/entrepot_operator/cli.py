@@ -1,0 +1,35 @@
+"""``entrepot-operator``: ``run`` the operator, or print the ``crds`` it serves."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="entrepot-operator", description="ModuleMirror resources become Go module mirrors."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("crds", help="print the CustomResourceDefinitions (YAML)")
+    run = commands.add_parser("run", help="run the operator against the current kubeconfig")
+    run.add_argument(
+        "--namespace",
+        action="append",
+        default=None,
+        help="watch this namespace (repeatable; default: ENTREPOT_WATCH_NAMESPACES, else all)",
+    )
+    args = parser.parse_args(argv)
+    if args.command == "crds":
+        from entrepot_operator.crd import crd_yaml
+
+        sys.stdout.write(crd_yaml())
+        return 0
+    from entrepot_operator.runner import run_operator
+
+    return run_operator(namespaces=args.namespace)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""The CustomResourceDefinition, generated from the API models (crds/ holds the output).
+
+pydantic's JSON Schema becomes a Kubernetes *structural* OpenAPI v3 schema: references are
+inlined, ``Optional`` becomes ``nullable``, titles go, duration defaults are written the way
+users write them, and the cross-field rules of api.py are attached as CEL validations.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import yaml
+
+from entrepot.config import DURATION_PATTERN, format_duration
+from entrepot_operator import GROUP, VERSION
+from entrepot_operator.api import ROUTE_RULES, SPEC_RULES, ModuleMirrorSpec, ModuleMirrorStatus
+
+PLURAL, KIND = "modulemirrors", "ModuleMirror"
+NAME = f"{PLURAL}.{GROUP}"
+
+
+def structural(schema: dict[str, Any]) -> dict[str, Any]:
+    """Inline ``$ref``s and rewrite pydantic's JSON Schema into what Kubernetes accepts."""
+    defs = schema.get("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, list):
+            return [walk(n) for n in node]
+        if not isinstance(node, dict):
+            return node
+        if "$ref" in node:
+            target = copy.deepcopy(defs[node["$ref"].rsplit("/", 1)[-1]])
+            extra = {k: v for k, v in node.items() if k != "$ref"}
+            return walk({**target, **extra})
+        node = {k: v for k, v in node.items() if k not in ("title", "$defs", "format")}
+        any_of = node.pop("anyOf", None)
+        if any_of is not None:
+            kinds = [a for a in any_of if a.get("type") != "null"]
+            if len(kinds) != 1:
+                raise ValueError(f"cannot express a union in a CRD schema: {any_of}")
+            merged = {**walk(kinds[0]), **{k: walk(v) for k, v in node.items()}}
+            merged["nullable"] = True
+            if merged.get("default", 0) is None:
+                del merged["default"]
+            return merged
+        out = {k: walk(v) for k, v in node.items()}
+        # Objects whose model has defaults get `default: {}` so the API server fills in their
+        # fields (and CEL rules can rely on them) when the user leaves the object out.
+        required = set(out.get("required", []))
+        for name, prop in out.get("properties", {}).items():
+            if (
+                prop.get("type") == "object"
+                and "properties" in prop
+                and not prop.get("nullable")
+                and name not in required
+                and "default" not in prop
+            ):
+                prop["default"] = {}
+        if "properties" in out or out.get("additionalProperties") is not None:
+            out.setdefault("type", "object")
+        if out.get("pattern") == DURATION_PATTERN and isinstance(out.get("default"), int | float):
+            out["default"] = format_duration(out["default"])
+        if out.get("x-kubernetes-preserve-unknown-fields"):
+            out.pop("additionalProperties", None)
+            out.pop("items", None)
+            out.setdefault("type", "object")
+            if out["type"] == "array":
+                out["items"] = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+        if out.get("additionalProperties") is False:
+            # Not allowed in a structural schema; unknown fields are refused anyway by the
+            # API server's strict field validation (kubectl's default).
+            del out["additionalProperties"]
+        if out.get("additionalProperties") is True:
+            out.pop("additionalProperties")
+            out["x-kubernetes-preserve-unknown-fields"] = True
+        return out
+
+    result: dict[str, Any] = walk({k: v for k, v in schema.items() if k != "$defs"})
+    return result
+
+
+def _spec_schema() -> dict[str, Any]:
+    schema = structural(ModuleMirrorSpec.model_json_schema(by_alias=True))
+    schema["x-kubernetes-validations"] = SPEC_RULES
+    route = schema["properties"]["go"]["properties"]["routes"]["items"]
+    route["x-kubernetes-validations"] = ROUTE_RULES
+    return schema
+
+
+def _status_schema() -> dict[str, Any]:
+    schema = structural(ModuleMirrorStatus.model_json_schema(by_alias=True))
+    conditions = schema["properties"]["conditions"]
+    conditions["x-kubernetes-list-type"] = "map"
+    conditions["x-kubernetes-list-map-keys"] = ["type"]
+    return schema
+
+
+def crd() -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": NAME,
+            "labels": {
+                "app.kubernetes.io/name": "entrepot",
+                "app.kubernetes.io/part-of": "entrepot",
+            },
+        },
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "plural": PLURAL,
+                "singular": "modulemirror",
+                "kind": KIND,
+                "listKind": f"{KIND}List",
+                "shortNames": ["mm"],
+                "categories": ["entrepot"],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": [
+                        {
+                            "name": "Ready",
+                            "type": "string",
+                            "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+                        },
+                        {
+                            "name": "Replicas",
+                            "type": "integer",
+                            "jsonPath": ".status.readyReplicas",
+                        },
+                        {"name": "URL", "type": "string", "jsonPath": ".status.url"},
+                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                    ],
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": "A Go module mirror (GOPROXY) run by Entrepôt.",
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": _spec_schema(),
+                                "status": _status_schema(),
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def crd_yaml() -> str:
+    header = "# Generated from operator/entrepot_operator/api.py by `entrepot-operator crds`.\n"
+    return header + yaml.safe_dump(crd(), sort_keys=False, width=100, allow_unicode=True)

@@ -1,0 +1,77 @@
+"""The mirror's config file: the spec's Go settings, validated by the server's own model."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import yaml
+
+from entrepot.config import Settings
+from entrepot_operator.api import ModuleMirrorSpec
+from entrepot_operator.render.meta import (
+    CACHE_DIR,
+    PORT,
+    SECRETS_DIR,
+    Owner,
+    config_name,
+    metadata,
+)
+
+
+def secret_file(kind: str, index: int | None = None) -> str:
+    """Where a credential is mounted in the pod (see deployment.secret_volume)."""
+    return f"{SECRETS_DIR}/{kind}" if index is None else f"{SECRETS_DIR}/{kind}-{index}"
+
+
+def server_settings(spec: ModuleMirrorSpec) -> Settings:
+    """The `entrepot serve` configuration for this spec, checked by the server's model."""
+    creds = spec.credentials
+    go = spec.go
+    credentials: dict[str, Any] = {
+        "netrc_file": secret_file("netrc") if creds.netrc else None,
+        "git_config_file": secret_file("gitconfig") if creds.git_config else None,
+        "git_credentials_file": secret_file("git-credentials") if creds.git_credentials else None,
+        "bearer_tokens": {
+            t.host: secret_file("token", i) for i, t in enumerate(creds.bearer_tokens)
+        },
+    }
+    return Settings.model_validate(
+        {
+            "listen": f"0.0.0.0:{PORT}",
+            "data_dir": CACHE_DIR,
+            "log": {"level": spec.log_level},
+            "go": {
+                "proxy": go.proxy,
+                "routes": [r.model_dump(exclude_none=True) for r in go.routes],
+                "cache": go.cache.model_dump(mode="json"),
+                "direct": {
+                    "concurrency": go.direct.concurrency,
+                    "timeout": go.direct.timeout,
+                    "insecure": go.direct.insecure,
+                },
+                "upstream_timeout": go.upstream_timeout,
+                "credentials": credentials,
+            },
+        }
+    )
+
+
+def config_text(spec: ModuleMirrorSpec) -> str:
+    settings = server_settings(spec).model_dump(mode="json", exclude_none=True)
+    return "# Rendered by entrepot-operator from the ModuleMirror; edits are put back.\n" + (
+        yaml.safe_dump(settings, sort_keys=True)
+    )
+
+
+def render_configmap(spec: ModuleMirrorSpec, owner: Owner) -> tuple[dict[str, Any], str]:
+    """The ConfigMap and the hash of its content (a pod annotation: a change rolls the pods)."""
+    text = config_text(spec)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    body = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(owner, config_name(owner)),
+        "data": {"config.yaml": text},
+    }
+    return body, digest

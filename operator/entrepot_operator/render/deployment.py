@@ -1,0 +1,136 @@
+"""The mirror's Deployment: `entrepot serve` with its config, cache, credentials and probes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from entrepot_operator.api import ModuleMirrorSpec
+from entrepot_operator.render.meta import (
+    CACHE_DIR,
+    CONFIG_HASH_ANNOTATION,
+    CONFIG_PATH,
+    PORT,
+    SECRETS_DIR,
+    Owner,
+    cache_claim_name,
+    config_name,
+    metadata,
+    selector_labels,
+)
+
+RUN_AS = 65532
+
+
+def secret_volume(spec: ModuleMirrorSpec) -> dict[str, Any] | None:
+    """One projected volume with every referenced Secret key at a fixed file name."""
+    creds = spec.credentials
+    sources: list[dict[str, Any]] = []
+
+    def add(ref: Any, path: str) -> None:
+        sources.append(
+            {"secret": {"name": ref.secret_name, "items": [{"key": ref.key, "path": path}]}}
+        )
+
+    if creds.netrc:
+        add(creds.netrc, "netrc")
+    if creds.git_config:
+        add(creds.git_config, "gitconfig")
+    if creds.git_credentials:
+        add(creds.git_credentials, "git-credentials")
+    for i, token in enumerate(creds.bearer_tokens):
+        add(token, f"token-{i}")
+    if not sources:
+        return None
+    return {"name": "credentials", "projected": {"sources": sources, "defaultMode": 0o400}}
+
+
+def render_deployment(
+    spec: ModuleMirrorSpec,
+    owner: Owner,
+    *,
+    image: str,
+    config_hash: str,
+    scrape_annotations: bool,
+) -> dict[str, Any]:
+    annotations = {CONFIG_HASH_ANNOTATION: config_hash}
+    if scrape_annotations:
+        annotations |= {
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(PORT),
+            "prometheus.io/path": "/metrics",
+        }
+    if spec.storage.empty_dir is not None:
+        cache: dict[str, Any] = {"name": "cache", "emptyDir": {}}
+        if spec.storage.empty_dir.size_limit:
+            cache["emptyDir"]["sizeLimit"] = spec.storage.empty_dir.size_limit
+    else:
+        cache = {"name": "cache", "persistentVolumeClaim": {"claimName": cache_claim_name(owner)}}
+    volumes: list[dict[str, Any]] = [
+        {"name": "config", "configMap": {"name": config_name(owner)}},
+        cache,
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    mounts = [
+        {"name": "config", "mountPath": CONFIG_PATH, "subPath": "config.yaml", "readOnly": True},
+        {"name": "cache", "mountPath": CACHE_DIR},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    secrets = secret_volume(spec)
+    if secrets is not None:
+        volumes.append(secrets)
+        mounts.append({"name": "credentials", "mountPath": SECRETS_DIR, "readOnly": True})
+    probe = {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10}
+    container: dict[str, Any] = {
+        "name": "mirror",
+        "image": spec.image or image,
+        "args": ["serve", "--config", CONFIG_PATH],
+        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+        "livenessProbe": probe,
+        "readinessProbe": {**probe, "httpGet": {"path": "/readyz", "port": "http"}},
+        "volumeMounts": mounts,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    if spec.resources:
+        container["resources"] = spec.resources
+    pod: dict[str, Any] = {
+        "containers": [container],
+        "volumes": volumes,
+        "securityContext": {
+            "fsGroup": RUN_AS,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        # Let in-flight downloads finish (the server's own shutdown_timeout is 30 s).
+        "terminationGracePeriodSeconds": 40,
+    }
+    for key, value in (
+        ("nodeSelector", spec.node_selector),
+        ("tolerations", spec.tolerations),
+        ("affinity", spec.affinity),
+        ("topologySpreadConstraints", spec.topology_spread_constraints),
+    ):
+        if value:
+            pod[key] = value
+    # A ReadWriteOnce volume can be attached to one node at a time: a rolling update whose new
+    # pod lands elsewhere would wait forever, so such mirrors are replaced, not rolled.
+    rwo = spec.storage.empty_dir is None and spec.storage.access_mode == "ReadWriteOnce"
+    strategy = {"type": "Recreate"} if rwo else {"type": "RollingUpdate"}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(owner, owner.name),
+        "spec": {
+            "replicas": spec.replicas,
+            "selector": {"matchLabels": selector_labels(owner)},
+            "strategy": strategy,
+            "template": {
+                "metadata": {"labels": selector_labels(owner), "annotations": annotations},
+                "spec": pod,
+            },
+        },
+    }

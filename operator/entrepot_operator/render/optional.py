@@ -1,0 +1,83 @@
+"""Children that exist only for some specs: cache claim, disruption budget, Ingress, monitor."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from entrepot_operator.api import ModuleMirrorSpec
+from entrepot_operator.render.meta import Owner, cache_claim_name, metadata, selector_labels
+
+
+def render_pvc(spec: ModuleMirrorSpec, owner: Owner) -> dict[str, Any] | None:
+    if spec.storage.empty_dir is not None:
+        return None
+    pvc_spec: dict[str, Any] = {
+        "accessModes": [spec.storage.access_mode],
+        "resources": {"requests": {"storage": spec.storage.size}},
+    }
+    if spec.storage.storage_class_name:
+        pvc_spec["storageClassName"] = spec.storage.storage_class_name
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": metadata(owner, cache_claim_name(owner)),
+        "spec": pvc_spec,
+    }
+
+
+def render_pdb(spec: ModuleMirrorSpec, owner: Owner) -> dict[str, Any] | None:
+    if spec.replicas <= 1:
+        return None
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": metadata(owner, owner.name),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(owner)}},
+    }
+
+
+def render_ingress(spec: ModuleMirrorSpec, owner: Owner) -> dict[str, Any] | None:
+    if spec.ingress is None:
+        return None
+    ingress_spec: dict[str, Any] = {
+        "rules": [
+            {
+                "host": spec.ingress.host,
+                "http": {
+                    "paths": [
+                        {
+                            "path": "/",
+                            "pathType": "Prefix",
+                            "backend": {"service": {"name": owner.name, "port": {"name": "http"}}},
+                        }
+                    ]
+                },
+            }
+        ]
+    }
+    if spec.ingress.class_name:
+        ingress_spec["ingressClassName"] = spec.ingress.class_name
+    if spec.ingress.tls_secret_name:
+        ingress_spec["tls"] = [
+            {"hosts": [spec.ingress.host], "secretName": spec.ingress.tls_secret_name}
+        ]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": metadata(owner, owner.name),
+        "spec": ingress_spec,
+    }
+
+
+def render_service_monitor(spec: ModuleMirrorSpec, owner: Owner) -> dict[str, Any]:
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": metadata(owner, owner.name),
+        "spec": {
+            "selector": {"matchLabels": selector_labels(owner)},
+            "endpoints": [
+                {"port": "http", "path": "/metrics", "interval": spec.monitoring.interval}
+            ],
+        },
+    }

@@ -1,0 +1,146 @@
+"""Render is pure: each builder checked without a cluster."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from entrepot.config import Settings
+from entrepot_operator.api import ModuleMirrorSpec
+from entrepot_operator.render import Owner, render_all
+from entrepot_operator.render.configmap import render_configmap
+from entrepot_operator.render.service import service_url
+
+OWNER = Owner(name="gomods", namespace="builds", uid="1234-uid")
+
+
+def spec(**extra: Any) -> ModuleMirrorSpec:
+    return ModuleMirrorSpec.model_validate(
+        {"go": {"proxy": "https://proxy.example.com,direct"}, **extra}
+    )
+
+
+def children(s: ModuleMirrorSpec, *, monitor: bool = False) -> dict[str, Any]:
+    return render_all(
+        s, OWNER, image="registry.example.com/entrepot:1", service_monitor_available=monitor
+    )
+
+
+def test_every_child_is_owned_labelled_and_namespaced() -> None:
+    for kind, child in children(spec()).items():
+        if child is None:
+            continue
+        meta = child["metadata"]
+        assert meta["namespace"] == "builds", kind
+        assert meta["ownerReferences"] == [
+            {
+                "apiVersion": "entrepot.dev/v1alpha1",
+                "kind": "ModuleMirror",
+                "name": "gomods",
+                "uid": "1234-uid",
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+        assert meta["labels"]["app.kubernetes.io/managed-by"] == "entrepot-operator"
+        assert meta["labels"]["app.kubernetes.io/instance"] == "gomods"
+
+
+def test_defaults_give_configmap_pvc_deployment_service_only() -> None:
+    present = {k for k, v in children(spec()).items() if v is not None}
+    assert present == {"ConfigMap", "PersistentVolumeClaim", "Deployment", "Service"}
+
+
+def test_the_config_file_is_what_the_server_reads() -> None:
+    s = spec(
+        go={
+            "proxy": "https://proxy.example.com|direct",
+            "routes": [{"patterns": "git.example.com/*", "proxy": "direct"}],
+            "cache": {"listTtl": "2m"},
+        },
+        credentials={"netrc": {"secretName": "netrc", "key": "netrc"}},
+    )
+    configmap, _ = render_configmap(s, OWNER)
+    parsed = Settings.model_validate(yaml.safe_load(configmap["data"]["config.yaml"]))
+    assert parsed.listen == "0.0.0.0:8080"
+    assert parsed.go.proxy == "https://proxy.example.com|direct"
+    assert parsed.go.routes is not None
+    assert parsed.go.routes[0].proxy == "direct"
+    assert parsed.go.cache.list_ttl == 120
+    assert str(parsed.go.credentials.netrc_file) == "/etc/entrepot/secrets/netrc"
+
+
+def test_a_config_change_changes_the_pod_template_hash() -> None:
+    a = children(spec())["Deployment"]["spec"]["template"]["metadata"]["annotations"]
+    b = children(spec(go={"proxy": "https://other.example.com"}))["Deployment"]["spec"]["template"][
+        "metadata"
+    ]["annotations"]
+    assert a["entrepot.dev/config-hash"] != b["entrepot.dev/config-hash"]
+    same = children(spec())["Deployment"]["spec"]["template"]["metadata"]["annotations"]
+    assert a == same  # rendering is deterministic
+
+
+def test_deployment_runs_the_server_safely() -> None:
+    d = children(spec())["Deployment"]
+    pod = d["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["args"] == ["serve", "--config", "/etc/entrepot/config.yaml"]
+    assert container["image"] == "registry.example.com/entrepot:1"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["runAsNonRoot"] is True
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert d["spec"]["strategy"] == {"type": "Recreate"}  # a ReadWriteOnce cache
+    claim = next(v for v in pod["volumes"] if v["name"] == "cache")
+    assert claim["persistentVolumeClaim"]["claimName"] == "gomods-cache"
+    assert (
+        d["spec"]["selector"]["matchLabels"].items()
+        <= d["spec"]["template"]["metadata"]["labels"].items()
+    )
+
+
+def test_credentials_are_mounted_by_reference_only() -> None:
+    s = spec(
+        credentials={
+            "gitCredentials": {"secretName": "git", "key": "creds"},
+            "bearerTokens": [{"host": "proxy.example.com", "secretName": "tok", "key": "t"}],
+        }
+    )
+    pod = children(s)["Deployment"]["spec"]["template"]["spec"]
+    projected = next(v for v in pod["volumes"] if v["name"] == "credentials")["projected"]
+    assert [src["secret"]["name"] for src in projected["sources"]] == ["git", "tok"]
+    assert projected["sources"][1]["secret"]["items"] == [{"key": "t", "path": "token-0"}]
+
+
+def test_replicas_get_a_disruption_budget_and_a_rolling_update() -> None:
+    out = children(spec(replicas=3, storage={"accessMode": "ReadWriteMany"}))
+    assert out["PodDisruptionBudget"] is not None
+    assert out["PodDisruptionBudget"]["spec"]["maxUnavailable"] == 1
+    assert out["Deployment"]["spec"]["strategy"] == {"type": "RollingUpdate"}
+    assert out["PersistentVolumeClaim"]["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+def test_empty_dir_means_no_claim() -> None:
+    out = children(spec(storage={"emptyDir": {"sizeLimit": "1Gi"}}))
+    assert out["PersistentVolumeClaim"] is None
+    cache = next(
+        v for v in out["Deployment"]["spec"]["template"]["spec"]["volumes"] if v["name"] == "cache"
+    )
+    assert cache == {"name": "cache", "emptyDir": {"sizeLimit": "1Gi"}}
+
+
+@pytest.mark.parametrize("available", [True, False])
+def test_monitoring_uses_a_service_monitor_only_when_its_crd_exists(available: bool) -> None:
+    out = children(spec(), monitor=available)
+    annotations = out["Deployment"]["spec"]["template"]["metadata"]["annotations"]
+    assert (out["ServiceMonitor"] is not None) is available
+    assert ("prometheus.io/scrape" in annotations) is not available
+
+
+def test_ingress_and_service_url() -> None:
+    s = spec(ingress={"host": "goproxy.example.com", "tlsSecretName": "tls"}, service={"port": 80})
+    ingress = children(s)["Ingress"]
+    assert ingress["spec"]["rules"][0]["host"] == "goproxy.example.com"
+    assert ingress["spec"]["tls"][0]["secretName"] == "tls"
+    assert service_url(s, OWNER) == "http://gomods.builds.svc:80"

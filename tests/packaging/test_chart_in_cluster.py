@@ -1,0 +1,346 @@
+"""The chart installed into a real API server: Pod Security admission, the RBAC authorizer,
+the CRD's schema.
+
+``helm install --wait`` into a namespace that enforces the *restricted* Pod Security Standard
+(kwok marks the operator pods Ready without running them, so no image is pulled); then the API
+server's own authorizer answers a SubjectAccessReview for every permission of
+helmchart.RULES (allowed) and for a list of near misses (denied); the examples pass a
+server-side dry run with strict field validation against the chart's CRD.
+
+Uses ENTREPOT_E2E_KUBECONFIG when set, else starts the local control plane of e2e/cluster/ for
+this module and stops it afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helmchart import (
+    CHART,
+    LEASE,
+    RELEASE_NAMESPACE,
+    REPO,
+    Grant,
+    expected_grants,
+    run_helm,
+    set_args,
+    tool,
+)
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        not (tool("helm").exists() and tool("kubectl").exists()),
+        reason=f"helm/kubectl are not built in {tool('helm').parent}: run `make cluster-tools`",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def kubeconfig() -> Iterator[str]:
+    external = os.environ.get("ENTREPOT_E2E_KUBECONFIG")
+    if external:
+        yield external
+        return
+    sys.path.insert(0, str(REPO / "e2e" / "cluster"))
+    import controlplane
+    import toolchain
+
+    missing = toolchain.missing()
+    if missing:
+        pytest.skip(f"control plane not built ({' '.join(missing)}): run `make cluster-tools`")
+    plane = controlplane.start()
+    try:
+        yield plane.kubeconfig
+    finally:
+        plane.stop()
+
+
+@pytest.fixture(scope="module")
+def api(kubeconfig: str) -> client.ApiClient:
+    return config.new_client_from_config(config_file=kubeconfig)
+
+
+@pytest.fixture(scope="module")
+def helm_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("helm")
+
+
+def wait_for(probe: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = probe()
+        except ApiException as e:
+            last, result = e, None
+        if result:
+            return result
+        time.sleep(0.2)
+    raise AssertionError(f"{what} not reached within {timeout}s (last error: {last})")
+
+
+def make_namespace(api: client.ApiClient, name: str, *, restricted: bool = False) -> None:
+    labels = (
+        {
+            "pod-security.kubernetes.io/enforce": "restricted",
+            "pod-security.kubernetes.io/enforce-version": "latest",
+        }
+        if restricted
+        else {}
+    )
+    core = client.CoreV1Api(api)
+    core.create_namespace({"metadata": {"name": name, "labels": labels}})
+    wait_for(lambda: core.read_namespaced_service_account("default", name), 30, "default SA")
+
+
+@pytest.fixture
+def names(api: client.ApiClient) -> Iterator[dict[str, str]]:
+    """A release namespace (restricted Pod Security) and three team namespaces."""
+    suffix = uuid.uuid4().hex[:6]
+    made = {
+        "release": f"entrepot-{suffix}",
+        "a": f"team-a-{suffix}",
+        "b": f"team-b-{suffix}",
+        "c": f"team-c-{suffix}",
+    }
+    for key, name in made.items():
+        make_namespace(api, name, restricted=key == "release")
+    yield made
+    for name in made.values():
+        client.CoreV1Api(api).delete_namespace(name)
+
+
+def helm(
+    helm_home: Path, kubeconfig: str, *args: str, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    done = run_helm(helm_home, *args, env={"KUBECONFIG": kubeconfig})
+    if check:
+        assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def allowed(api: client.ApiClient, sa: tuple[str, str], grant: Grant) -> bool:
+    """The API server's authorizer: may this ServiceAccount do this?"""
+    name, namespace = sa
+    resource, _, subresource = grant.resource.partition("/")
+    review = client.V1SubjectAccessReview(
+        spec=client.V1SubjectAccessReviewSpec(
+            user=f"system:serviceaccount:{namespace}:{name}",
+            groups=[
+                "system:serviceaccounts",
+                f"system:serviceaccounts:{namespace}",
+                "system:authenticated",
+            ],
+            resource_attributes=client.V1ResourceAttributes(
+                namespace="" if grant.scope == "cluster" else grant.scope,
+                verb=grant.verb,
+                group=grant.group,
+                resource=resource,
+                subresource=subresource,
+                name=grant.name,
+            ),
+        )
+    )
+    answer = client.AuthorizationV1Api(api).create_subject_access_review(review)
+    return bool(answer.status.allowed)
+
+
+def for_namespaces(grants: set[Grant], names: dict[str, str]) -> set[Grant]:
+    """The table's grants with the test's namespace names."""
+    rename = {"a": names["a"], "b": names["b"], RELEASE_NAMESPACE: names["release"]}
+    return {
+        Grant(rename.get(g.scope, g.scope), g.group, g.resource, g.verb, g.name) for g in grants
+    }
+
+
+def ready_replicas(api: client.ApiClient, namespace: str, name: str) -> int:
+    status = client.AppsV1Api(api).read_namespaced_deployment(name, namespace).status
+    return status.ready_replicas or 0
+
+
+def test_install_with_listed_namespaces(
+    api: client.ApiClient, kubeconfig: str, helm_home: Path, names: dict[str, str]
+) -> None:
+    release, a, b, c = names["release"], names["a"], names["b"], names["c"]
+    values = {"watchNamespaces": f"{{{a},{b}}}", "replicaCount": "2"}
+    install = helm(
+        helm_home,
+        kubeconfig,
+        "install",
+        "ops",
+        str(CHART),
+        "-n",
+        release,
+        *set_args(values),
+        "--wait",
+        "--timeout",
+        "90s",
+    )
+    # Two operator pods admitted under the restricted Pod Security Standard, and Ready.
+    assert ready_replicas(api, release, "ops-entrepot") == 2
+    pods = client.CoreV1Api(api).list_namespaced_pod(release).items
+    assert len(pods) == 2
+    assert f"export GOPROXY=http://gomods.{a}.svc:8080" in install.stdout
+
+    sa = ("ops-entrepot", release)
+    for grant in sorted(for_namespaces(expected_grants(["a", "b"]), names)):
+        assert allowed(api, sa, grant), grant
+    near_misses = [
+        Grant(a, "", "secrets", "get"),
+        Grant(a, "", "secrets", "list"),
+        Grant(c, "entrepot.dev", "modulemirrors", "list"),
+        Grant(c, "apps", "deployments", "create"),
+        Grant("cluster", "entrepot.dev", "modulemirrors", "list"),
+        Grant("cluster", "", "namespaces", "list"),
+        Grant(a, "entrepot.dev", "modulemirrors", "delete"),
+        Grant(a, "entrepot.dev", "modulemirrors", "update"),
+        Grant(a, "apps", "deployments", "update"),
+        Grant(a, "", "pods", "list"),
+        Grant(a, "coordination.k8s.io", "leases", "create"),
+        Grant(release, "coordination.k8s.io", "leases", "update", "someone-else"),
+        Grant(release, "apps", "deployments", "patch"),
+        Grant("cluster", "apiextensions.k8s.io", "customresourcedefinitions", "patch"),
+        Grant("cluster", "rbac.authorization.k8s.io", "clusterroles", "bind"),
+    ]
+    for grant in near_misses:
+        assert not allowed(api, sa, grant), grant
+
+    helm(helm_home, kubeconfig, "uninstall", "ops", "-n", release, "--wait")
+    lease = Grant(release, "coordination.k8s.io", "leases", "update", LEASE)
+    assert not allowed(api, sa, lease)
+
+
+def test_install_watching_all_namespaces(
+    api: client.ApiClient, kubeconfig: str, helm_home: Path, names: dict[str, str]
+) -> None:
+    release = names["release"]
+    helm(
+        helm_home,
+        kubeconfig,
+        "install",
+        "ops",
+        str(CHART),
+        "-n",
+        release,
+        "--wait",
+        "--timeout",
+        "90s",
+    )
+    assert ready_replicas(api, release, "ops-entrepot") == 1
+    sa = ("ops-entrepot", release)
+    granted = for_namespaces(expected_grants([]), names)
+    for grant in sorted(granted):
+        assert allowed(api, sa, grant), grant
+    # Cluster-wide means every namespace, including ones made after the install.
+    assert allowed(api, sa, Grant(names["c"], "apps", "deployments", "create"))
+    assert not allowed(api, sa, Grant("cluster", "", "secrets", "get"))
+    assert not allowed(api, sa, Grant(names["c"], "", "secrets", "get"))
+    helm(helm_home, kubeconfig, "uninstall", "ops", "-n", release, "--wait")
+
+
+def test_the_examples_fit_the_chart_crd(
+    api: client.ApiClient, kubeconfig: str, helm_home: Path, names: dict[str, str]
+) -> None:
+    """Server-side dry run, strict field validation: unknown or misspelt fields fail."""
+    helm(helm_home, kubeconfig, "install", "ops", str(CHART), "-n", names["release"])
+    extensions = client.ApiextensionsV1Api(api)
+
+    def established() -> bool:
+        crd = extensions.read_custom_resource_definition("modulemirrors.entrepot.dev")
+        conditions = crd.status.conditions or []
+        return any(c.type == "Established" and c.status == "True" for c in conditions)
+
+    wait_for(established, 30, "CRD established")
+    kubectl = [str(tool("kubectl")), "--kubeconfig", kubeconfig, "-n", names["a"]]
+    done = subprocess.run(
+        [
+            *kubectl,
+            "apply",
+            "--server-side",
+            "--dry-run=server",
+            "--validate=strict",
+            "-f",
+            str(CHART / "examples"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("serverside-applied (server dry run)") == 3, done.stdout
+
+    # And the same check refuses a wrong one, so it does check.
+    wrong = (CHART / "examples" / "minimal.yaml").read_text().replace("accessMode", "accesMode")
+    refused = subprocess.run(
+        [*kubectl, "apply", "--server-side", "--dry-run=server", "--validate=strict", "-f", "-"],
+        input=wrong,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode != 0
+    assert "accesMode" in refused.stderr
+    helm(helm_home, kubeconfig, "uninstall", "ops", "-n", names["release"])
+
+
+def test_the_documented_crd_upgrade_works_on_a_helm_installed_crd(
+    api: client.ApiClient, kubeconfig: str, helm_home: Path, names: dict[str, str], tmp_path: Path
+) -> None:
+    """docs/helm.md's command. Without --force-conflicts, kubectl refuses to take over fields
+    the `helm` field manager set when it created the CRD."""
+    command = "kubectl apply --server-side --force-conflicts -f helm/entrepot/crds/"
+    assert command in (REPO / "docs" / "helm.md").read_text()
+
+    helm(helm_home, kubeconfig, "install", "ops", str(CHART), "-n", names["release"])
+    extensions = client.ApiextensionsV1Api(api)
+    crd_name = "modulemirrors.entrepot.dev"
+    managers = {
+        f.manager
+        for f in extensions.read_custom_resource_definition(crd_name).metadata.managed_fields
+    }
+    (source,) = sorted((CHART / "crds").glob("*.yaml"))
+    newer = tmp_path / "crds"
+    newer.mkdir()
+    marker = "A Go module mirror (GOPROXY) run by Entrepôt, next version."
+    text = source.read_text()
+    assert "A Go module mirror (GOPROXY) run by Entrepôt." in text
+    (newer / source.name).write_text(
+        text.replace("A Go module mirror (GOPROXY) run by Entrepôt.", marker)
+    )
+    kubectl = [str(tool("kubectl")), "--kubeconfig", kubeconfig]
+
+    def apply(folder: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*kubectl, "apply", "--server-side", *flags, "-f", str(folder)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    try:
+        if "helm" in managers:
+            refused = apply(newer)
+            assert refused.returncode != 0
+            assert "conflict" in refused.stderr.lower()
+        done = apply(newer, "--force-conflicts")
+        assert done.returncode == 0, done.stderr
+        crd = extensions.read_custom_resource_definition(crd_name)
+        assert crd.spec.versions[0].schema.open_apiv3_schema.description == marker
+    finally:
+        restored = apply(CHART / "crds", "--force-conflicts")
+        assert restored.returncode == 0, restored.stderr
+        helm(helm_home, kubeconfig, "uninstall", "ops", "-n", names["release"])
