@@ -142,7 +142,7 @@ def operator(
             stderr=subprocess.STDOUT,
         )
     try:
-        yield {"proc": proc, "log": log, "metrics": metrics_port}
+        yield {"proc": proc, "log": log, "metrics": metrics_port, "health": health_port}
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -335,3 +335,53 @@ def test_twenty_mirrors_become_ready_within_a_minute(
     print(f"20 mirrors Ready in {seconds:.1f}s; operator RSS {rss / 2**20:.0f} MiB")
     assert seconds < 60
     assert rss < 150 * 2**20
+
+
+@pytest.mark.usefixtures("operator")
+def test_events_metrics_and_health(kube: Any, ns: str, operator: dict[str, Any]) -> None:
+    import urllib.request
+
+    kube("apply", "-n", ns, "-f", "-", input=mirror("seen"))
+    wait(lambda: ready(kube, ns, "seen"), 30, "Ready")
+
+    def reconciled_event() -> bool:
+        events = get(kube, "events", "-n", ns, "--field-selector", "involvedObject.name=seen")
+        return any(
+            e["involvedObject"]["kind"] == "ModuleMirror" and e["reason"] == "Reconciled"
+            for e in events["items"]
+        )
+
+    wait(reconciled_event, 20, "a Reconciled event")
+    with urllib.request.urlopen(f"http://127.0.0.1:{operator['metrics']}/metrics") as r:
+        text = r.read().decode()
+    assert 'entrepot_operator_reconciles_total{result="ok"}' in text
+    with urllib.request.urlopen(f"http://127.0.0.1:{operator['health']}/healthz") as r:
+        assert r.status == 200
+
+
+@pytest.mark.usefixtures("operator")
+def test_a_second_operator_waits_as_a_standby(operator_kubeconfig: str, tmp_path: Path) -> None:
+    log = tmp_path / "standby.log"
+    env = {
+        **os.environ,
+        "KUBECONFIG": operator_kubeconfig,
+        "POD_NAMESPACE": RELEASE_NS,
+        "POD_NAME": "e2e-standby",
+        "ENTREPOT_OPERATOR_METRICS": "off",
+        "ENTREPOT_OPERATOR_HEALTH": f"127.0.0.1:{free_port()}",
+    }
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(ROOT / ".venv" / "bin" / "entrepot-operator"), "run"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait(lambda: "waiting for the lease" in log.read_text(), 30, "standby waiting")
+        time.sleep(3)
+        assert "leading as" not in log.read_text()  # the first operator still holds the Lease
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        proc.wait(30)

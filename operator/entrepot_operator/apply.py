@@ -34,6 +34,7 @@ class Applier:
         self.api = api
         self.dyn = dynamic.DynamicClient(api)
         self._unserved: dict[str, float] = {}
+        self._seen: dict[tuple[str, str, str], str] = {}
 
     def _resource(self, kind: str) -> Any:
         """The dynamic client re-runs the whole API discovery on every miss, so a kind found
@@ -46,14 +47,24 @@ class Applier:
             self._unserved[kind] = time.monotonic() + 60
             raise
 
-    def apply(self, body: dict[str, Any]) -> dict[str, Any]:
+    def apply(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Apply; also say whether anything changed (an unchanged object keeps its
+        generation, or resourceVersion), so that logs and events speak only of real actions."""
+        meta = body["metadata"]
         result = self._resource(body["kind"]).server_side_apply(
             body=body,
-            namespace=body["metadata"]["namespace"],
+            namespace=meta["namespace"],
             field_manager=FIELD_MANAGER,
             force_conflicts=True,
         )
-        return dict(result.to_dict())
+        applied = dict(result.to_dict())
+        key = (body["kind"], meta["namespace"], meta["name"])
+        # generation moves only with the spec (status updates bump resourceVersion too).
+        got = applied.get("metadata", {})
+        version = str(got.get("generation") or got.get("resourceVersion", ""))
+        changed = self._seen.get(key) != version
+        self._seen[key] = version
+        return applied, changed
 
     def delete_if_owned(self, kind: str, name: str, namespace: str, owner_uid: str) -> bool:
         """Delete a child the spec no longer wants, only if this ModuleMirror owns it."""

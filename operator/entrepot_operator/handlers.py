@@ -43,22 +43,16 @@ def _run(ctx: Context, body: dict[str, Any]) -> Outcome:
 
 
 def _report(body: Any, outcome: Outcome) -> None:
+    """One log line and one Event per real action (nothing when a reconcile changed nothing)."""
+    where = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
     if outcome.error:
         kopf.warn(body, reason="InvalidSpec", message=outcome.error)
-        log.warning(
-            "%s/%s: invalid spec: %s",
-            body["metadata"]["namespace"],
-            body["metadata"]["name"],
-            outcome.error,
-        )
+        log.warning("%s: invalid spec: %s", where, outcome.error)
     elif outcome.applied or outcome.deleted:
-        log.info(
-            "%s/%s: applied %s, deleted %s",
-            body["metadata"]["namespace"],
-            body["metadata"]["name"],
-            ",".join(outcome.applied),
-            ",".join(outcome.deleted) or "-",
-        )
+        applied = ", ".join(outcome.applied) or "-"
+        message = f"applied {applied}; deleted {', '.join(outcome.deleted) or '-'}"
+        kopf.info(body, reason="Reconciled", message=message)
+        log.info("%s: %s", where, message)
 
 
 def build_registry(ctx: Context) -> kopf.OperatorRegistry:

@@ -77,8 +77,9 @@ def reconcile(
             if applier.delete_if_owned(kind, child_name(kind, owner), owner.namespace, owner.uid):
                 deleted.append(kind)
             continue
-        result = applier.apply(child)
-        applied.append(kind)
+        result, changed = applier.apply(child)
+        if changed:
+            applied.append(kind)
         if kind == "Deployment":
             deployment = result
     _, config_hash = render_configmap(spec, owner)

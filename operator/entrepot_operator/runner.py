@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 
 import kopf
@@ -28,13 +29,24 @@ def run_operator(*, namespaces: list[str] | None) -> int:
         level=os.environ.get("ENTREPOT_LOG_LEVEL", "info").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if os.environ.get("ENTREPOT_LOG_LEVEL", "info").lower() != "debug":
+        # kopf says "Handler ... succeeded" for every event; our own line per action suffices.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     watched = namespaces or [
         n.strip() for n in os.environ.get("ENTREPOT_WATCH_NAMESPACES", "").split(",") if n.strip()
     ]
     try:
         config.load_incluster_config()
     except config.ConfigException:
-        config.load_kube_config()
+        try:
+            config.load_kube_config()
+        except (config.ConfigException, OSError) as e:
+            print(
+                f"entrepot-operator: no cluster to talk to: not in a pod, and no usable kubeconfig"
+                f" ({e}); set KUBECONFIG or run inside the cluster",
+                file=sys.stderr,
+            )
+            return 2
     api = client.ApiClient()
     metrics = OperatorMetrics()
     metrics_at = os.environ.get("ENTREPOT_OPERATOR_METRICS", "0.0.0.0:9090")

@@ -89,9 +89,8 @@ def one(docs: list[Manifest], kind: str) -> Manifest:
 # Where a rule is granted:
 #   watched  each watched namespace (a Role), or the whole cluster when watching all
 #   cluster  the whole cluster, in both modes (cluster-scoped objects)
-#   all      the whole cluster, only when watching all namespaces
 #   release  the release namespace only
-Where = Literal["watched", "cluster", "all", "release"]
+Where = Literal["watched", "cluster", "release"]
 CHILD_VERBS = "get list watch create patch delete"
 
 
@@ -126,11 +125,11 @@ RULES = [
     Rule("", "events", "create", "watched", "Events on ModuleMirrors (kopf posts core/v1 Events)"),
     Rule("apiextensions.k8s.io", "customresourcedefinitions", "get list watch", "cluster",
          "is the ServiceMonitor CRD installed? kopf also watches CRDs to notice new resources"),
-    Rule("", "namespaces", "list watch", "all", "follow namespaces when watching all of them"),
     Rule("coordination.k8s.io", "leases", "create", "release",
          "create the leader-election Lease (create cannot be limited to a name)"),
-    Rule("coordination.k8s.io", "leases", "get update patch", "release",
-         "hold and renew the Lease; only the holder reconciles", name=LEASE),
+    Rule("coordination.k8s.io", "leases", "get update", "release",
+         "hold and renew the Lease (compare-and-swap PUT); only the holder reconciles",
+         name=LEASE),
 ]  # fmt: skip
 
 
@@ -153,8 +152,6 @@ def expected_grants(watch: list[str], release_namespace: str = RELEASE_NAMESPACE
             scopes = watch or ["cluster"]
         elif rule.where == "cluster":
             scopes = ["cluster"]
-        elif rule.where == "all":
-            scopes = [] if watch else ["cluster"]
         else:
             scopes = [release_namespace]
         for scope in scopes:

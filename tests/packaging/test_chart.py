@@ -253,7 +253,6 @@ def test_the_lease_rule_is_limited_to_the_operator_lease(home: Path) -> None:
         ("create", ""),
         ("get", LEASE),
         ("update", LEASE),
-        ("patch", LEASE),
     }
     assert {g.scope for g in leases} == {RELEASE_NAMESPACE}
 

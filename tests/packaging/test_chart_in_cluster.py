@@ -209,6 +209,7 @@ def test_install_with_listed_namespaces(
         Grant(a, "", "pods", "list"),
         Grant(a, "coordination.k8s.io", "leases", "create"),
         Grant(release, "coordination.k8s.io", "leases", "update", "someone-else"),
+        Grant(release, "coordination.k8s.io", "leases", "patch", LEASE),
         Grant(release, "apps", "deployments", "patch"),
         Grant("cluster", "apiextensions.k8s.io", "customresourcedefinitions", "patch"),
         Grant("cluster", "rbac.authorization.k8s.io", "clusterroles", "bind"),
@@ -244,8 +245,14 @@ def test_install_watching_all_namespaces(
         assert allowed(api, sa, grant), grant
     # Cluster-wide means every namespace, including ones made after the install.
     assert allowed(api, sa, Grant(names["c"], "apps", "deployments", "create"))
-    assert not allowed(api, sa, Grant("cluster", "", "secrets", "get"))
-    assert not allowed(api, sa, Grant(names["c"], "", "secrets", "get"))
+    for grant in [
+        Grant("cluster", "", "secrets", "get"),
+        Grant(names["c"], "", "secrets", "get"),
+        Grant("cluster", "", "namespaces", "list"),
+        Grant("cluster", "", "pods", "list"),
+        Grant("cluster", "apps", "deployments", "update"),
+    ]:
+        assert not allowed(api, sa, grant), grant
     helm(helm_home, kubeconfig, "uninstall", "ops", "-n", release, "--wait")
 
 

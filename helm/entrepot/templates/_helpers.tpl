@@ -114,22 +114,21 @@ cluster-wide (ClusterRole) when watchNamespaces is empty, else by a Role in each
   verbs: [create]
 {{- end }}
 
-{{/* entrepot.clusterRules: cluster-scoped reads, granted in both modes. */}}
+{{/*
+entrepot.clusterRules: cluster-scoped reads, granted in both modes. No namespaces: watching
+all of them, kopf watches each resource cluster-wide and never lists namespaces; watching a
+list, it tries to (to match patterns), is refused, and uses the listed names (docs/helm.md).
+*/}}
 {{- define "entrepot.clusterRules" -}}
 # Is the ServiceMonitor CRD installed? kopf also watches CRDs to notice new resources.
 - apiGroups: [apiextensions.k8s.io]
   resources: [customresourcedefinitions]
   verbs: [get, list, watch]
-{{- if not .Values.watchNamespaces }}
-# Watching all namespaces: kopf follows namespaces as they come and go.
-- apiGroups: [""]
-  resources: [namespaces]
-  verbs: [list, watch]
-{{- end }}
 {{- end }}
 
 {{/*
-entrepot.leaseRules: leader election, in the release namespace only. `create` cannot be
+entrepot.leaseRules: leader election, in the release namespace only: read, create, then
+compare-and-swap renewals with PUT (operator/entrepot_operator/leader.py). `create` cannot be
 limited to a name (the name is not known before the object exists); the rest can.
 */}}
 {{- define "entrepot.leaseRules" -}}
@@ -139,5 +138,5 @@ limited to a name (the name is not known before the object exists); the rest can
 - apiGroups: [coordination.k8s.io]
   resources: [leases]
   resourceNames: [entrepot-operator]
-  verbs: [get, update, patch]
+  verbs: [get, update]
 {{- end }}
