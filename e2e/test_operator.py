@@ -385,3 +385,19 @@ def test_a_second_operator_waits_as_a_standby(operator_kubeconfig: str, tmp_path
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+@pytest.mark.usefixtures("operator")
+@pytest.mark.parametrize("example", ["minimal", "private-modules", "highly-available"])
+def test_the_chart_examples_become_ready(kube: Any, ns: str, example: str) -> None:
+    path = ROOT / "helm" / "entrepot" / "examples" / f"{example}.yaml"
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    for doc in docs:  # this cluster's shared volumes are in the class "standard"
+        storage = doc.get("spec", {}).get("storage", {}) if doc["kind"] == "ModuleMirror" else {}
+        if storage.get("storageClassName"):
+            storage["storageClassName"] = "standard"
+    kube("apply", "-n", ns, "-f", "-", input=yaml.safe_dump_all(docs))
+    name = next(d["metadata"]["name"] for d in docs if d["kind"] == "ModuleMirror")
+    wait(lambda: ready(kube, ns, name), 30, f"{example} Ready")
+    if example == "highly-available":
+        assert get(kube, "poddisruptionbudget", name, "-n", ns)["spec"]["maxUnavailable"] == 1

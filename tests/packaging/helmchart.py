@@ -89,8 +89,9 @@ def one(docs: list[Manifest], kind: str) -> Manifest:
 # Where a rule is granted:
 #   watched  each watched namespace (a Role), or the whole cluster when watching all
 #   cluster  the whole cluster, in both modes (cluster-scoped objects)
+#   listed   the whole cluster, only when watching a list of namespaces
 #   release  the release namespace only
-Where = Literal["watched", "cluster", "release"]
+Where = Literal["watched", "cluster", "listed", "release"]
 CHILD_VERBS = "get list watch create patch delete"
 
 
@@ -125,6 +126,8 @@ RULES = [
     Rule("", "events", "create", "watched", "Events on ModuleMirrors (kopf posts core/v1 Events)"),
     Rule("apiextensions.k8s.io", "customresourcedefinitions", "get list watch", "cluster",
          "is the ServiceMonitor CRD installed? kopf also watches CRDs to notice new resources"),
+    Rule("", "namespaces", "list watch", "listed",
+         "kopf's namespace observer, which runs only when watching a list of namespaces"),
     Rule("coordination.k8s.io", "leases", "create", "release",
          "create the leader-election Lease (create cannot be limited to a name)"),
     Rule("coordination.k8s.io", "leases", "get update", "release",
@@ -152,6 +155,8 @@ def expected_grants(watch: list[str], release_namespace: str = RELEASE_NAMESPACE
             scopes = watch or ["cluster"]
         elif rule.where == "cluster":
             scopes = ["cluster"]
+        elif rule.where == "listed":
+            scopes = ["cluster"] if watch else []
         else:
             scopes = [release_namespace]
         for scope in scopes:

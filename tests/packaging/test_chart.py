@@ -219,7 +219,7 @@ def test_rbac_watching_listed_namespaces_is_exactly_the_table(home: Path) -> Non
     assert granted == expected_grants(["a", "b"])
 
     cluster_resources = {g.resource for g in granted if g.scope == "cluster"}
-    assert cluster_resources == {"customresourcedefinitions"}
+    assert cluster_resources == {"customresourcedefinitions", "namespaces"}
     for cluster_role in of_kind(docs, "ClusterRole"):
         for rule in cluster_role["rules"]:
             assert not any(r.startswith("modulemirrors") for r in rule["resources"])

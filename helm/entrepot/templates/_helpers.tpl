@@ -115,15 +115,21 @@ cluster-wide (ClusterRole) when watchNamespaces is empty, else by a Role in each
 {{- end }}
 
 {{/*
-entrepot.clusterRules: cluster-scoped reads, granted in both modes. No namespaces: watching
-all of them, kopf watches each resource cluster-wide and never lists namespaces; watching a
-list, it tries to (to match patterns), is refused, and uses the listed names (docs/helm.md).
+entrepot.clusterRules: cluster-scoped reads. Namespaces only when watching a list: kopf then
+lists and watches namespaces to match its list (refused, it retries for about a minute
+before it reconciles anything); watching all, it never does (docs/helm.md, "RBAC").
 */}}
 {{- define "entrepot.clusterRules" -}}
 # Is the ServiceMonitor CRD installed? kopf also watches CRDs to notice new resources.
 - apiGroups: [apiextensions.k8s.io]
   resources: [customresourcedefinitions]
   verbs: [get, list, watch]
+{{- if .Values.watchNamespaces }}
+# kopf's namespace observer (namespaced mode only).
+- apiGroups: [""]
+  resources: [namespaces]
+  verbs: [list, watch]
+{{- end }}
 {{- end }}
 
 {{/*
