@@ -125,22 +125,13 @@ def operator(
 ) -> Iterator[dict[str, Any]]:
     log = tmp_path_factory.mktemp("operator") / "operator.log"
     metrics_port, health_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "KUBECONFIG": operator_kubeconfig,
-        "POD_NAMESPACE": RELEASE_NS,  # exercise the Lease-based leader election
-        "POD_NAME": "e2e-operator",
-        "ENTREPOT_OPERATOR_IMAGE": "registry.example.com/entrepot/entrepot:e2e",
-        "ENTREPOT_OPERATOR_METRICS": f"127.0.0.1:{metrics_port}",
-        "ENTREPOT_OPERATOR_HEALTH": f"127.0.0.1:{health_port}",
-    }
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [str(ROOT / ".venv" / "bin" / "entrepot-operator"), "run"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    proc = start_operator(
+        operator_kubeconfig,
+        log,
+        name="e2e-operator",
+        metrics=f"127.0.0.1:{metrics_port}",
+        health=f"127.0.0.1:{health_port}",
+    )
     try:
         yield {"proc": proc, "log": log, "metrics": metrics_port, "health": health_port}
     finally:
@@ -150,6 +141,28 @@ def operator(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def start_operator(
+    kubeconfig: str, log: Path, *, name: str, metrics: str, health: str
+) -> subprocess.Popen[bytes]:
+    """`entrepot-operator run` as the chart runs it: with a POD_NAMESPACE, so it elects."""
+    env = {
+        **os.environ,
+        "KUBECONFIG": kubeconfig,
+        "POD_NAMESPACE": RELEASE_NS,
+        "POD_NAME": name,
+        "ENTREPOT_OPERATOR_IMAGE": "registry.example.com/entrepot/entrepot:e2e",
+        "ENTREPOT_OPERATOR_METRICS": metrics,
+        "ENTREPOT_OPERATOR_HEALTH": health,
+    }
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [str(ROOT / ".venv" / "bin" / "entrepot-operator"), "run"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def mirror(name: str, **spec: Any) -> str:
@@ -362,21 +375,13 @@ def test_events_metrics_and_health(kube: Any, ns: str, operator: dict[str, Any])
 @pytest.mark.usefixtures("operator")
 def test_a_second_operator_waits_as_a_standby(operator_kubeconfig: str, tmp_path: Path) -> None:
     log = tmp_path / "standby.log"
-    env = {
-        **os.environ,
-        "KUBECONFIG": operator_kubeconfig,
-        "POD_NAMESPACE": RELEASE_NS,
-        "POD_NAME": "e2e-standby",
-        "ENTREPOT_OPERATOR_METRICS": "off",
-        "ENTREPOT_OPERATOR_HEALTH": f"127.0.0.1:{free_port()}",
-    }
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [str(ROOT / ".venv" / "bin" / "entrepot-operator"), "run"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    proc = start_operator(
+        operator_kubeconfig,
+        log,
+        name="e2e-standby",
+        metrics="off",
+        health=f"127.0.0.1:{free_port()}",
+    )
     try:
         wait(lambda: "waiting for the lease" in log.read_text(), 30, "standby waiting")
         time.sleep(3)
