@@ -53,7 +53,7 @@ cluster-tools:
 	python3 e2e/cluster/toolchain.py
 
 e2e: $(STAMP)
-	$(BIN)/pytest e2e
+	$(BIN)/pytest -m e2e
 
 docs: $(STAMP)
 	$(BIN)/entrepot config-reference --update docs/configuration.md

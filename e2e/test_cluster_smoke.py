@@ -347,3 +347,24 @@ def test_the_server_reports_a_stamped_version(api: client.ApiClient) -> None:
     version = client.VersionApi(api).get_code()
     assert version.git_version.startswith("v1.")
     assert int(version.minor.rstrip("+")) >= 34
+
+
+def test_every_node_heartbeats_through_a_lease(api: client.ApiClient) -> None:
+    """Without Leases the node controller marks every node NotReady after ~50 s, and their
+    pods unready: a suite longer than that would fail for no reason of its own."""
+    nodes = {n.metadata.name for n in client.CoreV1Api(api).list_node().items}
+    leases = wait_for(
+        lambda: (
+            {
+                lease.metadata.name
+                for lease in client.CoordinationV1Api(api)
+                .list_namespaced_lease("kube-node-lease")
+                .items
+            }
+            >= nodes
+            and nodes
+        ),
+        30,
+        "a Lease per node",
+    )
+    assert leases

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -215,6 +216,8 @@ def test_a_mirror_becomes_ready_with_owned_children(kube: Any, ns: str) -> None:
     mm = get(kube, "modulemirror", "gomods", "-n", ns)
     assert mm["status"]["url"] == f"http://gomods.{ns}.svc:8080"
     assert mm["status"]["observedGeneration"] == mm["metadata"]["generation"]
+    # No finalizer: a mirror deleted while the operator is down must not hang.
+    assert not mm["metadata"].get("finalizers")
     for kind, name in (
         ("configmap", "gomods-config"),
         ("deployment", "gomods"),
@@ -352,8 +355,6 @@ def test_twenty_mirrors_become_ready_within_a_minute(
 
 @pytest.mark.usefixtures("operator")
 def test_events_metrics_and_health(kube: Any, ns: str, operator: dict[str, Any]) -> None:
-    import urllib.request
-
     kube("apply", "-n", ns, "-f", "-", input=mirror("seen"))
     wait(lambda: ready(kube, ns, "seen"), 30, "Ready")
 
@@ -375,18 +376,19 @@ def test_events_metrics_and_health(kube: Any, ns: str, operator: dict[str, Any])
 @pytest.mark.usefixtures("operator")
 def test_a_second_operator_waits_as_a_standby(operator_kubeconfig: str, tmp_path: Path) -> None:
     log = tmp_path / "standby.log"
+    health = free_port()
     proc = start_operator(
-        operator_kubeconfig,
-        log,
-        name="e2e-standby",
-        metrics="off",
-        health=f"127.0.0.1:{free_port()}",
+        operator_kubeconfig, log, name="e2e-standby", metrics="off", health=f"127.0.0.1:{health}"
     )
     try:
         wait(lambda: "waiting for the lease" in log.read_text(), 30, "standby waiting")
         time.sleep(3)
         assert "leading as" not in log.read_text()  # the first operator still holds the Lease
         assert proc.poll() is None
+        # A standby must pass its liveness probe, or the kubelet restarts it in a loop.
+        with urllib.request.urlopen(f"http://127.0.0.1:{health}/healthz") as r:
+            assert r.status == 200
+            assert b"standby" in r.read()
     finally:
         proc.terminate()
         proc.wait(30)

@@ -441,6 +441,9 @@ def start(folder: Path | None = None, *, tie_to_parent: bool = True) -> ControlP
                 str(bins / "kwok"),
                 f"--kubeconfig={plane.kubeconfig}",
                 "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+                # Heartbeat through node Leases, or the node controller marks every node
+                # NotReady after its grace period (~50 s) and their pods unready.
+                "--node-lease-duration-seconds=40",
                 f"--server-address=127.0.0.1:{ports['kwok']}",
                 *[f"--config={p}" for p in sorted(stages.glob("*.yaml"))],
             ],

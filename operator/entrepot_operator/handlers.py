@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 from dataclasses import dataclass
 from typing import Any, cast
@@ -39,7 +41,10 @@ def _run(ctx: Context, body: dict[str, Any]) -> Outcome:
         return reconcile(body, applier=ctx.applier, image=ctx.image, metrics=ctx.metrics)
     except ApiException as e:
         ctx.metrics.record("error", 0.0)
-        raise kopf.TemporaryError(f"API error {e.status}: {e.reason}", delay=10) from e
+        detail = e.reason
+        with contextlib.suppress(ValueError, TypeError):
+            detail = json.loads(e.body or "{}").get("message", detail)
+        raise kopf.TemporaryError(f"API error {e.status}: {detail}", delay=10) from e
 
 
 def _report(body: Any, outcome: Outcome) -> None:
@@ -78,7 +83,6 @@ def build_registry(ctx: Context) -> kopf.OperatorRegistry:
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)
-    @kopf.timer(GROUP, VERSION, PLURAL, interval=30, registry=registry)
     def changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         outcome = _run(ctx, dict(body))
         patch.status.update(outcome.status)
@@ -113,9 +117,14 @@ def build_registry(ctx: Context) -> kopf.OperatorRegistry:
                     return  # the owner is gone; garbage collection takes the child
                 raise
             outcome = _run(ctx, mirror)
-            objects.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, PLURAL, owner["name"], {"status": outcome.status}
-            )
+            try:
+                objects.patch_namespaced_custom_object_status(
+                    GROUP, VERSION, namespace, PLURAL, owner["name"], {"status": outcome.status}
+                )
+            except ApiException as e:
+                if e.status != 404:  # deleted meanwhile: nothing to report on
+                    raise
+                return
             _report(mirror, outcome)
 
     return registry

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 import threading
 
@@ -13,6 +14,7 @@ from prometheus_client import start_http_server
 
 from entrepot_operator.apply import Applier
 from entrepot_operator.handlers import Context, build_registry
+from entrepot_operator.health import Health
 from entrepot_operator.leader import LeaderElector
 from entrepot_operator.metrics import OperatorMetrics
 
@@ -22,6 +24,12 @@ DEFAULT_IMAGE = "registry.example.com/entrepot/entrepot:0.1.0"
 def _address(value: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
     return host or "0.0.0.0", int(port)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def run_operator(*, namespaces: list[str] | None) -> int:
@@ -53,6 +61,10 @@ def run_operator(*, namespaces: list[str] | None) -> int:
     if metrics_at != "off":
         host, port = _address(metrics_at)
         start_http_server(port, addr=host, registry=metrics.registry)
+    health_host, health_port = _address(os.environ.get("ENTREPOT_OPERATOR_HEALTH", "0.0.0.0:8080"))
+    kopf_liveness = f"http://127.0.0.1:{_free_port()}/healthz"
+    health = Health(health_host, health_port, kopf_url=kopf_liveness)
+    health.start()
     namespace = os.environ.get("POD_NAMESPACE")
     if namespace:  # in a cluster: only the holder of the Lease reconciles
         elector = LeaderElector(
@@ -60,18 +72,18 @@ def run_operator(*, namespaces: list[str] | None) -> int:
         )
         elector.acquire()
         threading.Thread(target=elector.keep, daemon=True, name="lease").start()
+    health.leading = True
     ctx = Context(
         api=api,
         applier=Applier(api),
         image=os.environ.get("ENTREPOT_OPERATOR_IMAGE") or DEFAULT_IMAGE,
         metrics=metrics,
     )
-    health_host, health_port = _address(os.environ.get("ENTREPOT_OPERATOR_HEALTH", "0.0.0.0:8080"))
     kopf.run(
         registry=build_registry(ctx),
         standalone=True,
         clusterwide=not watched,
         namespaces=watched,
-        liveness_endpoint=f"http://{health_host}:{health_port}/healthz",
+        liveness_endpoint=kopf_liveness,
     )
     return 0

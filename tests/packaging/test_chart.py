@@ -21,12 +21,12 @@ from helmchart import (
     load_yaml_documents,
     of_kind,
     one,
+    render,
     rendered_grants,
     run_helm,
     set_args,
     tool,
 )
-from helmchart import render as helm_render
 
 pytestmark = [
     pytest.mark.integration,
@@ -46,10 +46,6 @@ OPTIONS = {
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     return tmp_path / "helm"
-
-
-def render(home: Path, values: dict[str, str] | None = None) -> list[Manifest]:
-    return helm_render(home, values)
 
 
 def container(docs: list[Manifest]) -> Manifest:
