@@ -146,6 +146,9 @@ class ModuleMirrorSpec(_Spec):
     image: str | None = Field(
         default=None, description="Image override (default: the operator's configured image)."
     )
+    image_pull_secrets: list[str] = Field(
+        default_factory=list, description="Secrets to pull the image with (names)."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="The server's log level."
     )

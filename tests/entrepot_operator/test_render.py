@@ -92,6 +92,10 @@ def test_deployment_runs_the_server_safely() -> None:
     assert container["securityContext"]["runAsNonRoot"] is True
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert d["spec"]["strategy"] == {"type": "Recreate"}  # a ReadWriteOnce cache
+    assert pod["automountServiceAccountToken"] is False
+    assert "imagePullSecrets" not in pod
+    pulled = children(spec(imagePullSecrets=["regcred"]))["Deployment"]["spec"]["template"]
+    assert pulled["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
     claim = next(v for v in pod["volumes"] if v["name"] == "cache")
     assert claim["persistentVolumeClaim"]["claimName"] == "gomods-cache"
     assert (

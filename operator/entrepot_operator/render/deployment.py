@@ -101,6 +101,8 @@ def render_deployment(
     pod: dict[str, Any] = {
         "containers": [container],
         "volumes": volumes,
+        # The mirror never talks to the Kubernetes API: no token in its pods.
+        "automountServiceAccountToken": False,
         "securityContext": {
             "fsGroup": RUN_AS,
             "seccompProfile": {"type": "RuntimeDefault"},
@@ -108,6 +110,8 @@ def render_deployment(
         # Let in-flight downloads finish (the server's own shutdown_timeout is 30 s).
         "terminationGracePeriodSeconds": 40,
     }
+    if spec.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": name} for name in spec.image_pull_secrets]
     for key, value in (
         ("nodeSelector", spec.node_selector),
         ("tolerations", spec.tolerations),
