@@ -491,12 +491,32 @@ class _Content:
             )
 
 
+MAX_ZIP_ENTRIES = 250_000
+"""Our one rule stricter than Go's: the central directory is parsed into memory (~0.5 KiB per
+entry in Python), so a hostile zip of millions of empty entries inside 500 MiB could exhaust
+the server. Real modules have thousands of files, not hundreds of thousands."""
+
+
+def _declared_entries(fh: BinaryIO) -> int | None:
+    """The entry count of the end-of-central-directory record, read before parsing it all."""
+    try:
+        end = zipfile._EndRecData(fh)  # type: ignore[attr-defined]
+    except (OSError, struct.error):
+        return None
+    finally:
+        fh.seek(0)
+    if not end:
+        return None
+    return int(end[zipfile._ECD_ENTRIES_TOTAL])  # type: ignore[attr-defined]
+
+
 def verify_zip(
     path: pathlib.Path,
     *,
     module: str,
     version: str,
     max_zip_bytes: int = MAX_ZIP_FILE,
+    max_entries: int = MAX_ZIP_ENTRIES,
 ) -> ZipReport:
     """Check a downloaded module zip against Go's rules and compute its ``h1:`` hash.
 
@@ -517,6 +537,13 @@ def verify_zip(
                 raise verifier.error(
                     f"module zip file is too large ({zip_size} bytes; "
                     f"limit is {max_zip_bytes} bytes)",
+                    too_large=True,
+                )
+            declared = _declared_entries(fh)
+            if declared is not None and declared > max_entries:
+                raise verifier.error(
+                    f"module zip has {declared} entries; this mirror accepts at most"
+                    f" {max_entries} (each costs memory to check)",
                     too_large=True,
                 )
             try:

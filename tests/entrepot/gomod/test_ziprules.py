@@ -491,6 +491,18 @@ def test_zip_larger_than_max_zip_bytes(tmp_path: Path) -> None:
         verify_zip(zip_path, module=MODULE, version=VERSION, max_zip_bytes=size - 1)
 
 
+def test_a_zip_with_too_many_entries_is_refused_before_its_directory_is_parsed(
+    tmp_path: Path,
+) -> None:
+    """Guards memory: millions of empty entries would be parsed into Python objects."""
+    zip_path = tmp_path / "m.zip"
+    files = [(f"f{i}.txt", b"") for i in range(300)]
+    write_zip(zip_path, files)
+    assert verify_zip(zip_path, module=MODULE, version=VERSION, max_entries=300).files == 300
+    with pytest.raises(TooLargeError, match="module zip has 300 entries; this mirror accepts"):
+        verify_zip(zip_path, module=MODULE, version=VERSION, max_entries=299)
+
+
 def test_missing_file_is_a_verification_error(tmp_path: Path) -> None:
     with pytest.raises(VerificationError, match="cannot read zip file") as info:
         verify_zip(tmp_path / "nope.zip", module=MODULE, version=VERSION)
