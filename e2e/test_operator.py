@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -25,7 +24,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from support.gocmd import GoClient  # noqa: E402
 from support.modules import universe  # noqa: E402
-from support.servers import running_server  # noqa: E402
+from support.servers import running_server, stop_process  # noqa: E402
 
 RELEASE_NS = "entrepot-system"
 SA = "entrepot"
@@ -136,12 +135,7 @@ def operator(
     try:
         yield {"proc": proc, "log": log, "metrics": metrics_port, "health": health_port}
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 def start_operator(
@@ -390,8 +384,7 @@ def test_a_second_operator_waits_as_a_standby(operator_kubeconfig: str, tmp_path
             assert r.status == 200
             assert b"standby" in r.read()
     finally:
-        proc.terminate()
-        proc.wait(30)
+        stop_process(proc)
 
 
 @pytest.mark.usefixtures("operator")
