@@ -23,14 +23,21 @@ from __future__ import annotations
 
 import re
 
-_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
-_BEARER = re.compile(r"(?i)(authorization:\s*)(bearer|basic|token)\s+\S+")
+# Userinfo runs to the *last* '@' before the path, query or fragment: a password holding an
+# unencoded '@' (``alice:p@ss@host``) must not leave its tail behind.
+_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#\s]*@")
+# ``Authorization: Basic x``, and the same in a repr'd header mapping or list of pairs
+# (``'authorization': 'Bearer x'``, ``(b'Authorization', b'Basic x')``).
+_AUTH_HEADER = re.compile(
+    r"(?i)(authorization['\"]?\s*[:=,]\s*b?['\"]?)(bearer|basic|token)\s+[^\s'\",;)]+"
+)
 
 
 def redact(text: str) -> str:
-    """Remove credentials (``scheme://user:pass@``, auth headers) from text shown to anyone."""
+    """Remove credentials (``scheme://user:pass@``, ``scheme://token@``, auth headers) from
+    text shown to anyone: error bodies, log lines, the start-up line."""
     text = _USERINFO.sub(r"\g<scheme>***@", text)
-    return _BEARER.sub(r"\1\2 ***", text)
+    return _AUTH_HEADER.sub(r"\1\2 ***", text)
 
 
 class EntrepotError(Exception):
