@@ -18,6 +18,7 @@ from entrepot.config import (
     PROXY_LIST_PATTERN,
     Duration,
     GoCache,
+    Limits,
     Route,
     _check_proxy_list,
 )
@@ -66,7 +67,15 @@ class Direct(_Spec):
     """Fetching from version control (the 'direct' upstream) inside the mirror's pods."""
 
     concurrency: int = Field(default=4, ge=1, le=64, description="Direct fetches at once.")
-    timeout: Duration = Field(default=600.0, description="Time limit of one direct fetch.")
+    timeout: Duration = Field(
+        default=600.0, description="Total time limit of one direct fetch (git included)."
+    )
+    queue: int = Field(
+        default=32, ge=0, le=10_000, description="Direct fetches that may wait; more get 503."
+    )
+    queue_timeout: Duration = Field(
+        default=30.0, description="Longest wait for a direct slot before a 503."
+    )
     insecure: str = Field(default="", description="GOINSECURE globs (plain-http servers).")
 
 
@@ -82,7 +91,21 @@ class GoSpec(_Spec):
     )
     cache: GoCache = Field(default_factory=GoCache)
     direct: Direct = Field(default_factory=Direct)
-    upstream_timeout: Duration = Field(default=60.0, description="Upstream connect/read timeout.")
+    upstream_timeout: Duration = Field(
+        default=60.0,
+        description="Upstream connect/read timeout, and the total limit of a small answer.",
+    )
+    zip_deadline: Duration = Field(
+        default=600.0, description="Total time limit of one zip download from an upstream."
+    )
+    min_transfer_rate: int = Field(
+        default=1024,
+        ge=0,
+        description="Bytes/s an upstream transfer must average over minRateWindow (0: off).",
+    )
+    min_rate_window: Duration = Field(
+        default=30.0, description="Window over which minTransferRate is measured."
+    )
 
     @model_validator(mode="after")
     def _proxy_syntax(self) -> GoSpec:
@@ -153,6 +176,7 @@ class ModuleMirrorSpec(_Spec):
         default="info", description="The server's log level."
     )
     go: GoSpec
+    limits: Limits = Field(default_factory=Limits)
     credentials: Credentials = Field(default_factory=Credentials)
     storage: Storage = Field(default_factory=Storage)
     service: Service = Field(default_factory=Service)

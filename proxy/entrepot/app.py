@@ -17,17 +17,24 @@ from aiohttp import web
 from entrepot import __version__
 from entrepot.accesslog import AccessLog
 from entrepot.config import Settings, parse_proxy_list, split_host_port
-from entrepot.errors import ConfigError, NotFoundError
+from entrepot.errors import ConfigError, NotFoundError, redact
 from entrepot.gomod.direct import DirectUpstream
 from entrepot.gomod.handlers import GoHandlers
 from entrepot.gomod.paths import endpoint_of
 from entrepot.gomod.service import GoService, Router, Rule
-from entrepot.gomod.upstream import Chain, ProxyUpstream, Upstream, build_chain
+from entrepot.gomod.upstream import Chain, ProxyUpstream, Upstream, build_chain, read_netrc
 from entrepot.metrics import CONTENT_TYPE, Endpoint, Metrics
-from entrepot.storage.filesystem import FilesystemStorage
+from entrepot.storage.filesystem import FilesystemStorage, unique_owner
 from entrepot.web.observe import observer
 from entrepot.web.responses import TEXT
 from entrepot.web.routes import RouteTable
+from entrepot.web.server import (
+    GuardedServer,
+    connection_budget,
+    fd_limit,
+    fetch_budget,
+    raise_fd_limit,
+)
 
 log = logging.getLogger("entrepot")
 
@@ -50,20 +57,22 @@ def build_router(
     """Parse every chain of the configuration into upstream objects (shared per URL)."""
     go = settings.go
     tokens = _read_tokens(settings)
-    auth: httpx.Auth | None = None
-    if go.credentials.netrc_file is not None:
-        try:
-            auth = httpx.NetRCAuth(str(go.credentials.netrc_file))
-        except Exception as e:  # netrc.NetrcParseError, OSError
-            raise ConfigError(
-                f"go.credentials.netrc_file: cannot read {go.credentials.netrc_file}: {e}"
-            ) from e
+    netrc = read_netrc(go.credentials.netrc_file) if go.credentials.netrc_file else {}
     proxies: dict[str, Upstream] = {}
     direct: DirectUpstream | None = None
 
     def make_proxy(url: str) -> Upstream:
         if url not in proxies:
-            proxies[url] = ProxyUpstream(url, client=client, tokens=tokens, auth=auth)
+            proxies[url] = ProxyUpstream(
+                url,
+                client=client,
+                tokens=tokens,
+                netrc=netrc,
+                small_deadline=go.upstream_timeout,
+                zip_deadline=go.zip_deadline,
+                min_rate=go.min_transfer_rate,
+                rate_window=go.min_rate_window,
+            )
         return proxies[url]
 
     chains = [go.proxy or ""] + [r.proxy for r in go.routes or [] if r.proxy]
@@ -113,14 +122,18 @@ class Mirror:
         self.accesslog.flush()
         self.metrics.flush()
         await self.client.aclose()
-        self.storage.discard_staged()
+        self.storage.close()
 
 
 def build_mirror(
-    settings: Settings, *, access_log: AccessLog | None = None, owner: str = "main"
+    settings: Settings,
+    *,
+    access_log: AccessLog | None = None,
+    owner: str = "main",
+    max_fetches: int | None = None,
 ) -> Mirror:
     metrics = Metrics()
-    storage = FilesystemStorage(settings.data_dir, owner=owner)
+    storage = FilesystemStorage(settings.data_dir, owner=unique_owner(owner))
     accesslog = access_log or AccessLog(enabled=settings.log.access)
     client = httpx.AsyncClient(
         timeout=httpx.Timeout(settings.go.upstream_timeout),
@@ -136,6 +149,9 @@ def build_mirror(
         cache=settings.go.cache,
         metrics=metrics,
         max_zip_bytes=settings.go.max_zip_bytes,
+        limits=settings.limits
+        if max_fetches is None
+        else settings.limits.model_copy(update={"max_fetches": max_fetches}),
     )
     handlers = GoHandlers(service, settings.go.cache)
 
@@ -147,6 +163,15 @@ def build_mirror(
         request["endpoint"] = "health"
         if not storage.writable():
             return web.Response(status=503, text=f"storage not writable: {storage.root}\n")
+        free, keep = storage.free_bytes(), settings.limits.min_free_bytes
+        if free < keep:
+            return web.Response(
+                status=503,
+                text=(
+                    f"cache volume nearly full: {free >> 20} MiB free on {storage.root},"
+                    f" limits.min_free_bytes keeps {keep >> 20} MiB\n"
+                ),
+            )
         return web.Response(text="ready\n", content_type="text/plain")
 
     async def metrics_page(request: web.BaseRequest) -> web.Response:
@@ -205,11 +230,33 @@ async def serve(
     the socket it was given and reports readiness through ``on_ready``.
     """
     owner = "main" if worker is None else f"w{worker}"
-    mirror = build_mirror(settings, owner=owner)
+    limits = settings.limits
+    fds = raise_fd_limit() if worker is None else fd_limit()
+    max_connections = connection_budget(limits.max_connections, fds=fds)
+    max_fetches = fetch_budget(limits.max_fetches, fds=fds)
+    if (max_connections, max_fetches) != (limits.max_connections, limits.max_fetches):
+        log.warning(
+            "file-descriptor limit %d: serving at most %d connections and %d fetches per"
+            " worker (limits.max_connections %d, limits.max_fetches %d); raise `ulimit -n`"
+            " for more",
+            fds,
+            max_connections,
+            max_fetches,
+            limits.max_connections,
+            limits.max_fetches,
+        )
+    mirror = build_mirror(settings, owner=owner, max_fetches=max_fetches)
     # aiohttp's low-level server: no Application, router or middleware machinery. Measured on
     # 2 cores: ~24k vs ~17k trivial responses per second (docs/architecture.md).
     runner = web.ServerRunner(
-        web.Server(mirror.handler, access_log=None),
+        GuardedServer(
+            mirror.handler,
+            header_timeout=limits.header_timeout,
+            keepalive_timeout=limits.keepalive_timeout,
+            max_connections=max_connections,
+            on_refused=mirror.metrics.record_refused_connection,
+            access_log=None,
+        ),
         handle_signals=False,
         shutdown_timeout=settings.shutdown_timeout,
     )
@@ -249,6 +296,6 @@ def announce(settings: Settings, host: str, port: int, *, workers: int) -> None:
         port,
         workers,
         "" if workers == 1 else "s",
-        settings.go.proxy,
+        redact(str(settings.go.proxy)),
         settings.data_dir.absolute(),
     )

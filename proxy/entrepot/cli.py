@@ -13,13 +13,21 @@ import os
 import select
 import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
 from entrepot import __version__
-from entrepot.config import Settings, load_settings, reference_markdown, split_host_port
-from entrepot.errors import ConfigError
+from entrepot.config import (
+    Settings,
+    load_settings,
+    reference_markdown,
+    settings_warnings,
+    split_host_port,
+)
+from entrepot.errors import ConfigError, redact
+from entrepot.gomod.upstream import quiet_http_loggers
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,13 +72,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"entrepot: {e.message}", file=sys.stderr)
         return 2
     if args.command == "check-config":
-        sys.stdout.write(settings.model_dump_json(indent=2) + "\n")
+        for warning in settings_warnings(settings):
+            print(f"entrepot: warning: {warning}", file=sys.stderr)
+        sys.stdout.write(redact(settings.model_dump_json(indent=2)) + "\n")
         return 0
     logging.basicConfig(
         level=settings.log.level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    quiet_http_loggers()
+    for warning in settings_warnings(settings):
+        logging.getLogger("entrepot").warning("configuration: %s", warning)
     try:
         return run(settings)
     except ConfigError as e:
@@ -106,12 +119,15 @@ def _event_loop_runner() -> Callable[[Coroutine[Any, Any, None]], None]:
 
 def run(settings: Settings) -> int:
     """Serve in this process, or in N pre-forked workers (see entrepot.workers)."""
-    from entrepot.storage.filesystem import reset_staging
-    from entrepot.workers import default_workers, listening_socket, reserve_port, supervise
+    from entrepot.storage.filesystem import remove_stale_staging
+    from entrepot.web.server import raise_fd_limit
+    from entrepot.workers import default_workers
 
     workers = settings.workers or default_workers()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    reset_staging(settings.data_dir)
+    # Other instances may share this data directory: only folders nobody uses are removed.
+    remove_stale_staging(settings.data_dir)
+    raise_fd_limit()
     loop_run = _event_loop_runner()
     if workers == 1:
         from entrepot.app import serve
@@ -119,15 +135,27 @@ def run(settings: Settings) -> int:
         with contextlib.suppress(KeyboardInterrupt):
             loop_run(serve(settings))
         return 0
-    # Metrics of all workers are summed from files; prometheus_client reads this variable
-    # when it is first imported, so it is set before anything imports it.
-    metrics_dir = settings.data_dir.resolve() / ".metrics"
-    shutil.rmtree(metrics_dir, ignore_errors=True)
-    metrics_dir.mkdir(parents=True)
+    # Metrics of all workers are summed from files on local disk (never the shared data
+    # volume, where another instance's files would be summed in or deleted); prometheus_client
+    # reads this variable when it is first imported, so it is set before anything imports it.
+    metrics_dir = Path(tempfile.mkdtemp(prefix="entrepot-metrics-"))
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    try:
+        return _run_workers(settings, workers, metrics_dir, loop_run)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _run_workers(
+    settings: Settings,
+    workers: int,
+    metrics_dir: Path,
+    loop_run: Callable[[Coroutine[Any, Any, None]], None],
+) -> int:
     from prometheus_client import multiprocess
 
     from entrepot.app import announce, serve
+    from entrepot.workers import listening_socket, reserve_port, supervise
 
     host, port = split_host_port(settings.listen)
     reserved = reserve_port(host, port)

@@ -22,6 +22,9 @@ class Coalescer(Generic[T]):
     def __len__(self) -> int:
         return len(self._inflight)
 
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._inflight
+
     async def run(self, key: Hashable, work: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
         """Return ``(result, led)``; ``led`` is False for followers of an in-flight fetch."""
         task = self._inflight.get(key)

@@ -140,11 +140,50 @@ def _check_proxy_list(value: str | None) -> str | None:
 
 
 def _check_patterns(value: str) -> str:
-    globs = [g for g in value.split(",") if g.strip()]
+    """Normalise to ``a,b`` (no blanks): ``"a, b"`` once made `` b`` a glob that matched
+    nothing, so a denied private path went to the public upstream with its token."""
+    globs = [g.strip() for g in value.split(",") if g.strip()]
     if not globs:
-        raise ValueError("patterns must name at least one module path glob, e.g. 'example.com/*'")
-    match_prefix_patterns(value, "example.com/probe")  # raises ValueError on a bad glob
-    return value
+        raise ValueError("patterns must name at least one module path glob, e.g. 'example.com'")
+    if any(len(g.split()) > 1 for g in globs):
+        raise ValueError("a module path glob cannot contain white space; separate globs with ','")
+    normal = ",".join(globs)
+    match_prefix_patterns(normal, "example.com/probe")  # raises ValueError on a bad glob
+    return normal
+
+
+def pattern_warnings(value: str, *, where: str) -> list[str]:
+    """Globs that are valid syntax but surely not what was meant: they can never match a
+    valid module path, or they leave out the path they name."""
+    out = []
+    for glob in (g.strip() for g in value.split(",")):
+        if not glob:
+            continue
+        first = glob.split("/", 1)[0]
+        if "://" in glob or ":" in first:
+            out.append(
+                f"{where}: {glob!r} is a URL, and patterns match module paths: it matches"
+                f" nothing; write e.g. {glob.split('://', 1)[-1].split(':', 1)[0]!r}"
+            )
+        elif not any(c in first for c in ".*?[\\"):
+            out.append(
+                f"{where}: {glob!r} can never match: the first element of a module path"
+                " always holds a dot (e.g. 'git.example.com')"
+            )
+        elif glob.endswith("/*") and not any(c in glob[:-2] for c in "*?[\\"):
+            out.append(
+                f"{where}: {glob!r} does not cover {glob[:-2]!r} itself; patterns match path"
+                f" prefixes, so {glob[:-2]!r} alone covers it and everything below it"
+            )
+    return out
+
+
+def settings_warnings(settings: Settings) -> list[str]:
+    """What a person should hear at start-up about a configuration that loads."""
+    out = []
+    for i, route in enumerate(settings.go.routes or []):
+        out += pattern_warnings(route.patterns, where=f"go.routes[{i}].patterns")
+    return out
 
 
 # Syntax checks the Kubernetes API server can run too (they go into the CRD schema); the
@@ -171,7 +210,10 @@ class Route(_Model):
     """Module paths matching ``patterns`` use their own upstream chain, or are refused."""
 
     patterns: str = Field(
-        description="Comma-separated module path globs, as in GOPRIVATE ('corp.example.com/*').",
+        description=(
+            "Comma-separated module path globs, as in GOPRIVATE: 'corp.example.com' covers"
+            " that host's paths and everything below them."
+        ),
         json_schema_extra={"pattern": PATTERNS_PATTERN},
     )
     proxy: str | None = Field(
@@ -221,6 +263,18 @@ class GoCache(_Model):
     negative_ttl: Duration = Field(
         default=60.0, description="How long a 'not found' answer is remembered."
     )
+    error_ttl: Duration = Field(
+        default=5.0,
+        description=(
+            "How long an upstream failure (timeout, 5xx, refused bytes) of a fetch is remembered,"
+            " so a storm of requests for a failing path does not become a storm upstream."
+        ),
+    )
+    negative_memory_bytes: int = Field(
+        default=8 << 20,
+        ge=0,
+        description="Memory for remembered 'not found' answers and failures (oldest dropped).",
+    )
     memory_bytes: int = Field(
         default=64 << 20,
         ge=0,
@@ -265,7 +319,25 @@ class Direct(_Model):
 
     go_binary: str = Field(default="go", description="The go command used for 'direct'.")
     concurrency: int = Field(default=4, ge=1, le=64, description="Direct fetches running at once.")
-    timeout: Duration = Field(default=600.0, description="Time limit of one direct fetch.")
+    timeout: Duration = Field(
+        default=600.0,
+        description=(
+            "Total time limit of one direct fetch; the go command and every git process it"
+            " started are killed when it passes."
+        ),
+    )
+    queue: int = Field(
+        default=32,
+        ge=0,
+        le=10_000,
+        description=(
+            "Direct fetches that may wait for a free slot; one more is answered 503 at once."
+        ),
+    )
+    queue_timeout: Duration = Field(
+        default=30.0,
+        description="How long a direct fetch may wait for a free slot before it is answered 503.",
+    )
     insecure: str = Field(
         default="", description="GOINSECURE globs: module paths that may be fetched over http."
     )
@@ -297,7 +369,25 @@ class GoSettings(_Model):
     direct: Direct = Field(default_factory=Direct)
     credentials: Credentials = Field(default_factory=Credentials)
     upstream_timeout: Duration = Field(
-        default=60.0, description="Connect/read timeout for upstream proxies."
+        default=60.0,
+        description=(
+            "Connect/read timeout for upstream proxies, and the total time limit of a small"
+            " answer (list, .info, .mod, @latest)."
+        ),
+    )
+    zip_deadline: Duration = Field(
+        default=600.0, description="Total time limit of one zip download from an upstream proxy."
+    )
+    min_transfer_rate: int = Field(
+        default=1024,
+        ge=0,
+        description=(
+            "Bytes per second an upstream transfer (proxy or git) must average over"
+            " min_rate_window, else it is aborted; 0 turns the check off."
+        ),
+    )
+    min_rate_window: Duration = Field(
+        default=30.0, description="The window over which min_transfer_rate is measured."
     )
     max_zip_bytes: int = Field(
         default=500 << 20,
@@ -307,6 +397,42 @@ class GoSettings(_Model):
     )
 
     _proxy = field_validator("proxy")(classmethod(lambda cls, v: _check_proxy_list(v)))
+
+
+class Limits(_Model):
+    """Bounds that keep one server process answering under pressure (per worker)."""
+
+    header_timeout: Duration = Field(
+        default=10.0,
+        description="Time a client has to send a request's line and headers; then it is dropped.",
+    )
+    keepalive_timeout: Duration = Field(
+        default=15.0, description="An idle keep-alive connection is closed after this."
+    )
+    max_connections: int = Field(
+        default=2000,
+        ge=1,
+        description=(
+            "Open client connections per worker; past it a new connection gets 503 and is"
+            " closed. Lowered at start-up to what the file-descriptor limit allows."
+        ),
+    )
+    max_fetches: int = Field(
+        default=512,
+        ge=1,
+        description=(
+            "Distinct upstream fetches in flight per worker; past it a cold request gets 503"
+            " (cached answers are still served)."
+        ),
+    )
+    min_free_bytes: int = Field(
+        default=256 << 20,
+        ge=0,
+        description=(
+            "Free space the cache volume must keep: below it /readyz answers 503 and cold"
+            " fetches are answered 503 (cached answers are still served)."
+        ),
+    )
 
 
 class LogSettings(_Model):
@@ -336,6 +462,7 @@ class Settings(_Model):
     shutdown_timeout: Duration = Field(
         default=30.0, description="How long in-flight requests may finish after SIGTERM."
     )
+    limits: Limits = Field(default_factory=Limits)
     log: LogSettings = Field(default_factory=LogSettings)
     go: GoSettings = Field(default_factory=GoSettings)
 

@@ -12,6 +12,8 @@ function, :func:`entrepot.web.responses.status_for`.
     ├── ForbiddenError           a route denies this module path (403)
     ├── UpstreamError            an upstream failed: 5xx, timeout, connection refused (502)
     │   └── UpstreamTimeoutError the upstream did not answer in time (504)
+    ├── UnavailableError         the mirror is out of a resource right now: a full queue, no
+    │                            file descriptors, a full disk; retry later (503)
     └── VerificationError        the upstream's bytes break the rules; nothing is cached (502)
         └── TooLargeError        an artifact exceeds a size limit (502)
 
@@ -77,6 +79,14 @@ class UpstreamError(EntrepotError):
 
 class UpstreamTimeoutError(UpstreamError):
     """An upstream did not answer in time."""
+
+
+class UnavailableError(EntrepotError):
+    """The mirror cannot take this request now (a full queue or volume, no file descriptors).
+
+    Answered with 503 and ``Retry-After`` at once, rather than queueing without bound."""
+
+    retry_after = 5
 
 
 class VerificationError(EntrepotError):

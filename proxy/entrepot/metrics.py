@@ -98,6 +98,11 @@ class Metrics:
             ["endpoint", "outcome"],
             registry=r,
         )
+        self.refused_connections = Counter(
+            "entrepot_http_connections_refused_total",
+            "Connections answered 503 and closed because the worker held limits.max_connections.",
+            registry=r,
+        )
         self._pending_requests: dict[tuple[str, int], int] = {}
         self._pending_bytes: dict[str, int] = {}
         self._pending_cache: dict[tuple[str, str], int] = {}
@@ -148,6 +153,9 @@ class Metrics:
     ) -> None:
         self.upstream.labels(upstream, operation, outcome).inc()
         self.upstream_duration.labels(upstream, operation).observe(seconds)
+
+    def record_refused_connection(self) -> None:
+        self.refused_connections.inc()
 
     def record_coalesced(self, endpoint: Endpoint) -> None:
         self.coalesced.labels(endpoint).inc()

@@ -57,7 +57,7 @@ def test_the_config_file_is_what_the_server_reads() -> None:
     s = spec(
         go={
             "proxy": "https://proxy.example.com|direct",
-            "routes": [{"patterns": "git.example.com/*", "proxy": "direct"}],
+            "routes": [{"patterns": "git.example.com", "proxy": "direct"}],
             "cache": {"listTtl": "2m"},
         },
         credentials={"netrc": {"secretName": "netrc", "key": "netrc"}},

@@ -386,7 +386,7 @@ def test_the_examples_show_what_they_promise() -> None:
     assert "emptyDir" not in minimal["storage"]
 
     private = specs["private-modules"]
-    assert {"patterns": "git.example.com/*", "proxy": "direct"} in private["go"]["routes"]
+    assert {"patterns": "git.example.com", "proxy": "direct"} in private["go"]["routes"]
     assert private["credentials"]["gitCredentials"] == {
         "secretName": "git-creds",
         "key": "git-credentials",

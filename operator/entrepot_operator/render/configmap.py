@@ -41,16 +41,16 @@ def server_settings(spec: ModuleMirrorSpec) -> Settings:
             "listen": f"0.0.0.0:{PORT}",
             "data_dir": CACHE_DIR,
             "log": {"level": spec.log_level},
+            "limits": spec.limits.model_dump(mode="json"),
             "go": {
                 "proxy": go.proxy,
                 "routes": [r.model_dump(exclude_none=True) for r in go.routes],
                 "cache": go.cache.model_dump(mode="json"),
-                "direct": {
-                    "concurrency": go.direct.concurrency,
-                    "timeout": go.direct.timeout,
-                    "insecure": go.direct.insecure,
-                },
+                "direct": go.direct.model_dump(mode="json"),
                 "upstream_timeout": go.upstream_timeout,
+                "zip_deadline": go.zip_deadline,
+                "min_transfer_rate": go.min_transfer_rate,
+                "min_rate_window": go.min_rate_window,
                 "credentials": credentials,
             },
         }

@@ -834,8 +834,9 @@ def match_prefix_patterns(globs: str, target: str) -> bool:
 
     ``globs`` is a comma-separated list of ``path.Match`` patterns, as in ``GOPRIVATE``; a
     pattern with N slashes is matched against the first N+1 elements of ``target``. Empty
-    patterns are skipped and a trailing slash on a pattern is ignored. ``*`` never matches
-    ``/``; ``?`` is one non-slash character; ``[abc]``, ``[a-z]`` and ``[^a-z]`` are classes
+    patterns are skipped; white space around a pattern and a trailing slash are ignored (Go
+    keeps the blanks, so there ``"a, b"`` never matches ``b``). ``*`` never matches ``/``;
+    ``?`` is one non-slash character; ``[abc]``, ``[a-z]`` and ``[^a-z]`` are classes
     (``^`` negates, ``!`` does not); ``\\`` escapes.
 
     Unlike Go, which silently skips malformed patterns, every pattern in the list is checked
@@ -844,7 +845,7 @@ def match_prefix_patterns(globs: str, target: str) -> bool:
     Raises:
         ValueError: a pattern is malformed (Go's ``path.ErrBadPattern``), e.g. ``[a-``.
     """
-    patterns = [g.removesuffix("/") for g in globs.split(",")]
+    patterns = [g.strip().removesuffix("/") for g in globs.split(",")]
     patterns = [g for g in patterns if g]
     for glob in patterns:
         try:

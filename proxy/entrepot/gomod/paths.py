@@ -71,11 +71,30 @@ def parse_path(path: str) -> GoRequest:
     )
 
 
+MAX_ELEMENT_BYTES = 240
+"""Longest path element or version the cache can hold: file names are at most 255 bytes on
+common filesystems, and a version gets suffixes such as ``.ziphash``. Go itself sets no such
+limit, so a longer one is answered 404 (the go command then tries its next GOPROXY entry),
+never a 500 from ENAMETOOLONG."""
+
+
+def _too_long(escaped: str) -> NotFoundError:
+    return NotFoundError(
+        f"{escaped[:60]}...: a path element or version over {MAX_ELEMENT_BYTES} bytes cannot"
+        " be cached by this mirror"
+    )
+
+
 def _module(escaped: str) -> str:
     if not escaped:
         raise InvalidRequestError("invalid request path: empty module path")
+    for element in escaped.split("/"):
+        if len(element.encode()) > MAX_ELEMENT_BYTES:
+            raise _too_long(element)
     return unescape_path(escaped)
 
 
 def _version(escaped: str) -> str:
+    if len(escaped.encode()) > MAX_ELEMENT_BYTES:
+        raise _too_long(escaped)
     return unescape_version(escaped)

@@ -16,6 +16,7 @@ import asyncio
 import functools
 import json
 import logging
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -23,15 +24,17 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from entrepot.coalesce import Coalescer
-from entrepot.config import GoCache
+from entrepot.config import GoCache, Limits
 from entrepot.errors import (
     EntrepotError,
     ForbiddenError,
     InvalidRequestError,
     NotFoundError,
+    UnavailableError,
     UpstreamError,
     VerificationError,
 )
+from entrepot.gomod.modfile import check_go_mod
 from entrepot.gomod.module import (
     canonical_version,
     escape_path,
@@ -44,7 +47,7 @@ from entrepot.gomod.policy import POLICY, Kind, can_serve_stale, freshness
 from entrepot.gomod.upstream import Chain, Upstream
 from entrepot.gomod.ziprules import verify_zip
 from entrepot.metrics import CacheResult, Endpoint, Metrics
-from entrepot.storage.base import BlobInfo, Storage
+from entrepot.storage.base import BlobInfo, Storage, os_errors
 
 log = logging.getLogger("entrepot.gomod")
 T = TypeVar("T")
@@ -98,56 +101,123 @@ class Router:
 
 
 class MemoryCache:
-    """A byte-bounded LRU of small immutable answers (.info, .mod): no disk read on a hit."""
+    """A byte-bounded LRU of small immutable answers (.info, .mod): no disk read on a hit.
 
-    def __init__(self, max_bytes: int) -> None:
+    Each item is charged its key and body plus :data:`ITEM_OVERHEAD`, the Python objects that
+    hold it: counting bodies alone let 64 MiB of tiny ``.info`` answers become 1.25 million
+    items and 833 MiB of RSS. An item older than :data:`RECHECK_SECONDS` is checked against
+    its file again (one ``stat``), so an entry purged on disk leaves every worker's memory too.
+    """
+
+    ITEM_OVERHEAD = 512
+    RECHECK_SECONDS = 60.0
+
+    def __init__(self, max_bytes: int, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.max_bytes = max_bytes
         self.used = 0
-        self._items: OrderedDict[str, tuple[BlobInfo, bytes]] = OrderedDict()
+        self.clock = clock
+        self._items: OrderedDict[str, tuple[BlobInfo, bytes, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def _cost(self, key: str, body: bytes) -> int:
+        return len(key) + len(body) + self.ITEM_OVERHEAD
 
     def get(self, key: str) -> tuple[BlobInfo, bytes] | None:
         item = self._items.get(key)
-        if item is not None:
-            self._items.move_to_end(key)
-        return item
+        if item is None:
+            return None
+        blob, body, checked = item
+        now = self.clock()
+        if now - checked > self.RECHECK_SECONDS:
+            if not _same_file(blob):
+                self._drop(key)
+                return None
+            self._items[key] = (blob, body, now)
+        self._items.move_to_end(key)
+        return blob, body
 
     def put(self, key: str, blob: BlobInfo, body: bytes) -> None:
-        if len(body) > self.max_bytes // 16 or key in self._items:
+        cost = self._cost(key, body)
+        if cost > self.max_bytes // 16 or key in self._items:
             return
-        self._items[key] = (blob, body)
-        self.used += len(body)
+        self._items[key] = (blob, body, self.clock())
+        self.used += cost
         while self.used > self.max_bytes:
-            _, (_, old) = self._items.popitem(last=False)
-            self.used -= len(old)
+            old_key, (_, old, _) = self._items.popitem(last=False)
+            self.used -= self._cost(old_key, old)
+
+    def _drop(self, key: str) -> None:
+        _, body, _ = self._items.pop(key)
+        self.used -= self._cost(key, body)
 
 
-class NegativeCache:
-    """Recent 'not found' answers, so a storm of misses does not become a storm upstream."""
+def _same_file(blob: BlobInfo) -> bool:
+    """Whether the blob's file is still the one that was read (not purged or replaced)."""
+    if blob.path is None:
+        return True
+    try:
+        st = os.stat(blob.path)
+    except OSError:
+        return False
+    return st.st_mtime_ns == blob.mtime_ns and st.st_size == blob.size
 
-    def __init__(self, ttl: float, *, max_entries: int = 50_000) -> None:
-        self.ttl = ttl
-        self.max_entries = max_entries
-        self._items: OrderedDict[str, tuple[float, NotFoundError]] = OrderedDict()
 
-    def get(self, key: str, now: float) -> NotFoundError | None:
+class FailureCache:
+    """Recent failed fetches, so a storm of requests for one bad path is one upstream request.
+
+    'Not found' is remembered for ``not_found_ttl``, other upstream failures (timeouts, 5xx,
+    refused bytes) for ``error_ttl``. Only the error's class and message are kept and a fresh
+    exception is raised on each hit: re-raising one stored exception grew its traceback by a
+    frame chain per request and pinned every request's frames (60,000 hits on one 404 path took
+    a worker from 62 MB to 472 MB). The cache is bounded by bytes, oldest entries dropped.
+    """
+
+    ITEM_OVERHEAD = 256
+
+    def __init__(self, *, not_found_ttl: float, error_ttl: float, max_bytes: int) -> None:
+        self.not_found_ttl = not_found_ttl
+        self.error_ttl = error_ttl
+        self.max_bytes = max_bytes
+        self.used = 0
+        self._items: OrderedDict[str, tuple[float, type[EntrepotError], str]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: str, now: float) -> EntrepotError | None:
         item = self._items.get(key)
         if item is None:
             return None
-        if item[0] <= now:
-            del self._items[key]
+        expires, kind, message = item
+        if expires <= now:
+            self._drop(key)
             return None
-        return item[1]
+        return kind(message)
 
-    def put(self, key: str, error: NotFoundError, now: float) -> None:
-        if self.ttl <= 0:
+    def put(self, key: str, error: EntrepotError, now: float) -> None:
+        ttl = self.not_found_ttl if isinstance(error, NotFoundError) else self.error_ttl
+        if ttl <= 0 or not isinstance(error, NotFoundError | UpstreamError | VerificationError):
             return
-        self._items[key] = (now + self.ttl, error)
-        self._items.move_to_end(key)
-        while len(self._items) > self.max_entries:
-            self._items.popitem(last=False)
+        if key in self._items:
+            self._drop(key)
+        message = error.message
+        self._items[key] = (now + ttl, type(error), message)
+        self.used += self._cost(key, message)
+        while self.used > self.max_bytes and self._items:
+            self._drop(next(iter(self._items)))
 
     def forget(self, key: str) -> None:
-        self._items.pop(key, None)
+        if key in self._items:
+            self._drop(key)
+
+    def _cost(self, key: str, message: str) -> int:
+        return len(key) + len(message) + self.ITEM_OVERHEAD
+
+    def _drop(self, key: str) -> None:
+        _, _, message = self._items.pop(key)
+        self.used -= self._cost(key, message)
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -169,11 +239,12 @@ def _is_canonical(version: str) -> bool:
 
 
 def clean_list(raw: bytes) -> bytes:
-    """Keep the first field of each line, drop blanks and pseudo-versions (never listed)."""
+    """Keep the first field of each line when it is a valid, non-pseudo version, as the go
+    command's own proxy client does; junk lines (``<html>``, ``../../etc``) never get stored."""
     out = []
     for line in raw.decode("utf-8", "replace").splitlines():
         fields = line.split()
-        if fields and not is_pseudo_version(fields[0]):
+        if fields and is_valid(fields[0]) and not is_pseudo_version(fields[0]):
             out.append(fields[0])
     return "".join(f"{v}\n" for v in out).encode()
 
@@ -200,6 +271,7 @@ class GoService:
         cache: GoCache,
         metrics: Metrics,
         max_zip_bytes: int,
+        limits: Limits | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.storage = storage
@@ -207,9 +279,14 @@ class GoService:
         self.cache = cache
         self.metrics = metrics
         self.max_zip_bytes = max_zip_bytes
+        self.limits = limits or Limits()
         self.clock = clock
         self.memory = MemoryCache(cache.memory_bytes)
-        self.negative = NegativeCache(cache.negative_ttl)
+        self.failures = FailureCache(
+            not_found_ttl=cache.negative_ttl,
+            error_ttl=cache.error_ttl,
+            max_bytes=cache.negative_memory_bytes,
+        )
         self.flights: Coalescer[BlobInfo] = Coalescer()
 
     # -- the five endpoints ------------------------------------------------------------------
@@ -256,9 +333,10 @@ class GoService:
         async def fetch(up: Upstream) -> bytes:
             raw = await self._timed(up, "mod", up.mod(module, version))
             try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise VerificationError(f"{module}@{version}: upstream go.mod is not UTF-8") from e
+                check_go_mod(raw, module=module, version=version)
+            except VerificationError:
+                self.metrics.record_verification_failure("mod")
+                raise
             return raw
 
         key = storage_key(Kind.MOD, module, version)
@@ -270,7 +348,7 @@ class GoService:
         key = storage_key(Kind.ZIP, module, version)
 
         async def fetch(up: Upstream) -> BlobInfo:
-            with self.storage.stage() as staged:
+            with self.storage.stage() as staged, os_errors(f"{module}@{version}"):
                 await self._timed(
                     up, "zip", up.zip(module, version, staged, max_bytes=self.max_zip_bytes)
                 )
@@ -327,18 +405,35 @@ class GoService:
     ) -> BlobInfo:
         """One coalesced, negative-cached fetch through the chain."""
         endpoint = _ENDPOINT[kind]
-        cached_miss = self.negative.get(key, self.clock())
-        if cached_miss is not None:
+        remembered = self.failures.get(key, self.clock())
+        if remembered is not None:
             self.metrics.record_cache(endpoint, "negative")
-            raise cached_miss
+            raise remembered
+        if key not in self.flights:
+            self._admit(key)
         try:
             blob, led = await self.flights.run(key, lambda: self._locked(kind, key, chain, fetch))
-        except NotFoundError as e:
-            self.negative.put(key, e, self.clock())
+        except EntrepotError as e:
+            self.failures.put(key, e, self.clock())
             raise
         if not led:
             self.metrics.record_coalesced(endpoint)
         return blob
+
+    def _admit(self, key: str) -> None:
+        """Refuse a new fetch fast (503) when the worker is at its fetch limit or the cache
+        volume is nearly full: better than a queue without bound or a 500 from ENOSPC."""
+        if len(self.flights) >= self.limits.max_fetches:
+            raise UnavailableError(
+                f"{key}: the mirror is busy ({len(self.flights)} fetches in flight); retry shortly"
+            )
+        free = self.storage.free_bytes()
+        if free < self.limits.min_free_bytes:
+            raise UnavailableError(
+                f"{key}: the mirror's cache volume is nearly full ({free >> 20} MiB free, it"
+                f" keeps {self.limits.min_free_bytes >> 20} MiB); cached modules are still"
+                " served, new ones are not fetched until space is freed"
+            )
 
     async def _locked(
         self, kind: Kind, key: str, chain: Chain, publish: Callable[[Upstream], Awaitable[BlobInfo]]
@@ -410,6 +505,8 @@ class GoService:
                     self.flights.start(key, lambda: self._refresh(kind, key, chain, publish))
                 return await self._answer_stored(kind, blob, "hit")
             try:
+                if key not in self.flights:
+                    self._admit(key)
                 blob, _ = await self.flights.run(
                     key, lambda: self._locked(kind, key, chain, publish)
                 )

@@ -233,7 +233,6 @@ class ProxyUpstream:
         client: httpx.AsyncClient,
         tokens: Mapping[str, str] | None = None,
         netrc: Mapping[str, tuple[str, str]] | None = None,
-        auth: httpx.Auth | None = None,
         small_deadline: float = 60.0,
         zip_deadline: float = 600.0,
         min_rate: int = 1024,
@@ -252,10 +251,6 @@ class ProxyUpstream:
         self._client = client
         self._tokens = {host.lower(): token for host, token in (tokens or {}).items()}
         self._netrc = {machine.lower(): entry for machine, entry in (netrc or {}).items()}
-        # Transitional: app.py passed httpx.NetRCAuth before ``netrc`` existed. Remove once it
-        # passes ``netrc=read_netrc(...)`` instead; NetRCAuth sends the ``default`` entry to
-        # every host.
-        self._auth = auth
         self._small_deadline = small_deadline
         self._zip_deadline = zip_deadline
         self._min_rate = min_rate
@@ -378,7 +373,7 @@ class ProxyUpstream:
         for _ in range(MAX_REDIRECTS + 1):
             request = self._client.build_request("GET", url, headers=self._headers_for(url))
             try:
-                response = await self._client.send(request, stream=True, auth=self._auth)
+                response = await self._client.send(request, stream=True)
             except httpx.TimeoutException as e:
                 raise UpstreamTimeoutError(f"{self.name}: timed out fetching {what}") from e
             except httpx.HTTPError as e:

@@ -7,11 +7,15 @@ backend that can hand out a local path (the filesystem) lets the server use send
 
 from __future__ import annotations
 
+import contextlib
+import errno
 from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+from entrepot.errors import EntrepotError, NotFoundError, UnavailableError
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,10 @@ class Storage(Protocol):
         """
         ...
 
+    def free_bytes(self) -> int:
+        """Bytes that can still be written (for /readyz and refusing fetches on a full volume)."""
+        ...
+
     def writable(self) -> bool:
         """True when a blob can be written now (for /readyz)."""
         ...
@@ -78,3 +86,30 @@ def check_key(key: str) -> None:
 def iter_chunks(data: bytes, size: int = 1 << 16) -> Iterator[bytes]:
     for i in range(0, len(data), size):
         yield data[i : i + size]
+
+
+def translate_os_error(e: OSError, what: str) -> EntrepotError | None:
+    """The error to answer for an OSError of the cache volume, or None for a real bug."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return UnavailableError(
+            f"{what}: the mirror's cache volume is full; cached modules are still served,"
+            " new ones cannot be stored until space is freed"
+        )
+    if e.errno in (errno.EMFILE, errno.ENFILE):
+        return UnavailableError(f"{what}: the mirror is out of file descriptors; retry shortly")
+    if e.errno == errno.ENAMETOOLONG:
+        return NotFoundError(f"{what}: a path element is too long for the mirror's cache")
+    if e.errno == errno.EROFS:
+        return UnavailableError(f"{what}: the mirror's cache volume is read-only")
+    return None
+
+
+@contextlib.contextmanager
+def os_errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as e:
+        translated = translate_os_error(e, what)
+        if translated is None:
+            raise
+        raise translated from e

@@ -1,45 +1,98 @@
 """Filesystem storage: one file per key under a root folder, published with ``os.replace``.
 
-Each process stages its writes in its own folder, ``<root>/.staging/<owner>`` (same
-filesystem, so the rename is atomic); whatever a crash or a cancelled fetch left there is
-removed at start-up (:func:`reset_staging`, before any worker starts) and at shutdown. Local
+Each process stages its writes in a folder of its own, ``<root>/.staging/<owner>``, where the
+owner name is unique per host, process and start (same filesystem, so the rename is atomic).
+Several instances may share one data directory (replicas on a ReadWriteMany volume): nobody
+ever deletes another instance's folder while it may be in use. A process removes its own
+folder at shutdown; folders that nobody has written to for :data:`STALE_STAGING_SECONDS`
+(left by a crash) are removed by whoever starts next. Publishing fsyncs the file and its
+folder, so a node crash cannot leave an empty or torn artifact to be served forever. Local
 paths are exposed so hits are served with sendfile. Cross-process fetch locks are ``flock``s
 on files in ``<root>/.locks``.
+
+OS errors that mean "not now" (a full volume, no file descriptors) become UnavailableError
+(503), a name too long for the filesystem becomes NotFoundError: never a 500 with a traceback.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import hashlib
 import os
 import shutil
+import socket
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-from entrepot.storage.base import BlobInfo, check_key
+from entrepot.storage.base import BlobInfo, check_key, os_errors
 
 STAGING = ".staging"
 LOCKS = ".locks"
+STALE_STAGING_SECONDS = 6 * 3600.0
+"""Longer than any fetch may run (zip_deadline and direct.timeout are minutes)."""
 _LOCK_POLL = (0.005, 0.01, 0.02, 0.05, 0.1)
 
 
-def reset_staging(root: Path) -> None:
-    """Remove every staged (partial) write; call once before any server process starts."""
-    shutil.rmtree(root / STAGING, ignore_errors=True)
+def unique_owner(label: str) -> str:
+    """A staging-folder name no other instance on any host sharing the volume can have."""
+    host = "".join(c if c.isalnum() or c in "-." else "_" for c in socket.gethostname())[:64]
+    return f"{host}-{os.getpid()}-{label}-{uuid.uuid4().hex[:8]}"
+
+
+def remove_stale_staging(root: Path, *, older_than: float = STALE_STAGING_SECONDS) -> int:
+    """Remove staging folders nobody wrote to for ``older_than`` seconds; returns how many.
+
+    Safe with other live instances on the same volume: a live writer's folder is younger.
+    """
+    removed = 0
+    cutoff = time.time() - older_than
+    with contextlib.suppress(FileNotFoundError):
+        for folder in (root / STAGING).iterdir():
+            try:
+                newest = max(
+                    [folder.stat().st_mtime]
+                    + [e.stat().st_mtime for e in folder.iterdir() if e.is_file()]
+                )
+            except OSError:
+                continue
+            if newest < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed += 1
+    return removed
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class FilesystemStorage:
-    def __init__(self, root: Path, *, owner: str = "main") -> None:
+    def __init__(self, root: Path, *, owner: str | None = None, fsync: bool = True) -> None:
         self.root = root.resolve()
-        self.staging_dir = self.root / STAGING / owner
+        self.staging_dir = self.root / STAGING / (owner or unique_owner("main"))
         self.locks_dir = self.root / LOCKS
+        self.fsync = fsync
         self.staging_dir.mkdir(parents=True, exist_ok=True)
         self.locks_dir.mkdir(parents=True, exist_ok=True)
         self.discard_staged()
+
+    def close(self) -> None:
+        """Remove this process's staging folder (at shutdown)."""
+        shutil.rmtree(self.staging_dir, ignore_errors=True)
+
+    def free_bytes(self) -> int:
+        """Bytes an unprivileged writer can still use on the cache volume."""
+        st = os.statvfs(self.root)
+        return st.f_bavail * st.f_frsize
 
     def discard_staged(self) -> int:
         """Remove this process's partial writes; returns how many."""
@@ -60,11 +113,16 @@ class FilesystemStorage:
             st = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
             return None
+        except OSError as e:
+            if e.errno == errno.ENAMETOOLONG:
+                return None
+            raise
         return BlobInfo(key=key, size=st.st_size, mtime_ns=st.st_mtime_ns, path=path)
 
     async def get(self, key: str) -> bytes | None:
         try:
-            return self._path(key).read_bytes()
+            with os_errors(key):
+                return self._path(key).read_bytes()
         except (FileNotFoundError, NotADirectoryError):
             return None
 
@@ -79,14 +137,28 @@ class FilesystemStorage:
 
     async def put(self, key: str, staged: Path) -> BlobInfo:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staged, path)
-        st = os.stat(path)
+        with os_errors(key):
+            if self.fsync:
+                await asyncio.to_thread(self._sync_file, staged)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged, path)
+            if self.fsync:
+                await asyncio.to_thread(_fsync_dir, path.parent)
+            st = os.stat(path)
         return BlobInfo(key=key, size=st.st_size, mtime_ns=st.st_mtime_ns, path=path)
+
+    @staticmethod
+    def _sync_file(path: Path) -> None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     async def put_bytes(self, key: str, data: bytes) -> BlobInfo:
         with self.stage() as staged:
-            staged.write_bytes(data)
+            with os_errors(key):
+                staged.write_bytes(data)
             return await self.put(key, staged)
 
     async def delete(self, key: str) -> None:
@@ -102,7 +174,8 @@ class FilesystemStorage:
         the store first and find what the holder published.
         """
         path = self.locks_dir / (hashlib.sha256(key.encode()).hexdigest()[:40] + ".lock")
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+        with os_errors(key):
+            fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
         try:
             attempt = 0
             while True:

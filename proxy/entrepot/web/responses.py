@@ -19,6 +19,7 @@ from entrepot.errors import (
     GoneError,
     InvalidRequestError,
     NotFoundError,
+    UnavailableError,
     UpstreamTimeoutError,
 )
 from entrepot.storage.base import BlobInfo
@@ -38,6 +39,8 @@ def status_for(error: Exception) -> int:
         return 400
     if isinstance(error, ForbiddenError):
         return 403
+    if isinstance(error, UnavailableError):
+        return 503
     if isinstance(error, UpstreamTimeoutError):
         return 504
     if isinstance(error, EntrepotError):
@@ -60,11 +63,10 @@ def error_response(error: Exception) -> web.Response:
         message = error.message
     else:
         message = "internal error in the mirror; see its log"
-    return web.Response(
-        status=status_for(error),
-        text=error_body(message),
-        headers={"Content-Type": TEXT, "Cache-Control": "no-store"},
-    )
+    headers = {"Content-Type": TEXT, "Cache-Control": "no-store"}
+    if isinstance(error, UnavailableError):
+        headers["Retry-After"] = str(error.retry_after)
+    return web.Response(status=status_for(error), text=error_body(message), headers=headers)
 
 
 def header_safe(text: str, limit: int = 200) -> str:

@@ -1,0 +1,113 @@
+"""The HTTP server with its connection bounds: a header deadline and a connection cap.
+
+aiohttp's low-level server gives every connection a keep-alive timer, but by default the
+first request may take an hour to arrive and connections are unbounded: 1,008 half-sent
+requests once held every file descriptor of a worker and silenced it, ``/healthz`` included,
+for minutes. Here a new connection must deliver its request line and headers within
+``header_timeout``; an idle keep-alive connection is closed after ``keepalive_timeout``;
+past ``max_connections`` a new connection is answered 503 at once and closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+log = logging.getLogger("entrepot.web")
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+
+_BUSY_BODY = b"the mirror has too many open connections; retry shortly\n"
+BUSY_RESPONSE = (
+    b"HTTP/1.1 503 Service Unavailable\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Retry-After: 1\r\n"
+    b"Connection: close\r\n"
+    b"Content-Length: " + str(len(_BUSY_BODY)).encode() + b"\r\n\r\n" + _BUSY_BODY
+)
+
+
+def fd_limit() -> int:
+    """This process's file-descriptor limit (the soft one, which is what counts)."""
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def raise_fd_limit(ceiling: int = 1 << 20) -> int:
+    """Raise the soft file-descriptor limit to the hard one (capped); returns the new limit.
+
+    The common default soft limit is 1024, which a few hundred slow clients exhaust."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = min(hard if hard != resource.RLIM_INFINITY else ceiling, ceiling)
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            return soft
+        return target
+    return soft
+
+
+def connection_budget(configured: int, *, fds: int) -> int:
+    """Connections one worker may hold: the configured number, at most half the fds (the
+    rest is for cache files, locks and upstream sockets)."""
+    return max(8, min(configured, fds // 2))
+
+
+def fetch_budget(configured: int, *, fds: int) -> int:
+    """Distinct fetches one worker may run: each holds a lock file, a staged file and an
+    upstream socket; together they may use at most a quarter of the fds."""
+    return max(4, min(configured, fds // 12))
+
+
+class _Refuse(asyncio.Protocol):
+    """Answers 503 and closes: for a connection over the cap, without parsing anything."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.write(BUSY_RESPONSE)
+        transport.close()
+
+
+class _Handler(RequestHandler):
+    """aiohttp's handler with a separate, shorter deadline for the first request's headers."""
+
+    header_timeout = 10.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        # aiohttp arms its keep-alive timer at connection start (a connection that sends
+        # nothing is closed when it fires); the first request gets the header deadline.
+        handle = self._keepalive_handle
+        if handle is not None and self.header_timeout > 0:
+            handle.cancel()
+            close_time = self._loop.time() + self.header_timeout
+            self._next_keepalive_close_time = close_time
+            self._keepalive_handle = self._loop.call_at(close_time, self._process_keepalive)
+
+
+class GuardedServer(web.Server):
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        header_timeout: float,
+        keepalive_timeout: float,
+        max_connections: int,
+        on_refused: Callable[[], None] = lambda: None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(handler, keepalive_timeout=keepalive_timeout, **kwargs)
+        self.max_connections = max_connections
+        self.on_refused = on_refused
+        self._handler_class = type("_BoundHandler", (_Handler,), {"header_timeout": header_timeout})
+
+    def __call__(self) -> RequestHandler:  # the protocol factory of the listening socket
+        if len(self.connections) >= self.max_connections:
+            self.on_refused()
+            return _Refuse()  # type: ignore[return-value]
+        return self._handler_class(self, loop=self._loop, **self._kwargs)  # type: ignore[no-any-return]
