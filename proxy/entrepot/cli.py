@@ -26,7 +26,7 @@ from entrepot.config import (
     settings_warnings,
     split_host_port,
 )
-from entrepot.errors import ConfigError, redact
+from entrepot.errors import ConfigError, InvalidRequestError, redact
 from entrepot.gomod.upstream import quiet_http_loggers
 
 
@@ -49,6 +49,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     check = commands.add_parser("check-config", help="validate a configuration and print it")
     check.add_argument("--config", type=Path, help="YAML or JSON config file")
+    purge = commands.add_parser(
+        "purge",
+        help="remove cached entries: MODULE@VERSION (its .info/.mod/.zip) or MODULE (its list"
+        " and @latest); running servers drop their in-memory copies within a minute",
+    )
+    purge.add_argument("--config", type=Path, help="YAML or JSON config file")
+    purge.add_argument("--data", type=Path, help="cache directory (default ./data)")
+    purge.add_argument("targets", nargs="+", metavar="MODULE[@VERSION]")
     return parser
 
 
@@ -71,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"entrepot: {e.message}", file=sys.stderr)
         return 2
+    if args.command == "purge":
+        return _purge(settings.data_dir, args.targets)
     if args.command == "check-config":
         for warning in settings_warnings(settings):
             print(f"entrepot: warning: {warning}", file=sys.stderr)
@@ -92,6 +102,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as e:
         print(f"entrepot: cannot listen on {settings.listen}: {e.strerror}", file=sys.stderr)
         return 1
+
+
+def _purge(data_dir: Path, targets: Sequence[str]) -> int:
+    from entrepot.gomod.module import canonical_version, check_path
+    from entrepot.gomod.service import purge_keys
+    from entrepot.storage.base import check_key
+
+    code = 0
+    for target in targets:
+        module, _, version = target.partition("@")
+        try:
+            check_path(module)
+        except InvalidRequestError as e:
+            print(f"entrepot: {target}: {e.message}", file=sys.stderr)
+            code = 2
+            continue
+        if version and canonical_version(version) != version:
+            print(f"entrepot: {target}: give a canonical version such as v1.2.3", file=sys.stderr)
+            code = 2
+            continue
+        removed = 0
+        for key in purge_keys(module, version):
+            check_key(key)
+            with contextlib.suppress(FileNotFoundError):
+                (data_dir / key).unlink()
+                print(f"removed {data_dir / key}")
+                removed += 1
+        if not removed:
+            print(f"{target}: nothing cached")
+    return code
 
 
 BEGIN, END = "<!-- BEGIN GENERATED -->\n", "<!-- END GENERATED -->"

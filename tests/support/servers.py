@@ -68,13 +68,16 @@ def running_server(
     args: list[str] | None = None,
     data_dir: Path | None = None,
     name: str = "server",
+    prefix: list[str] | None = None,
 ) -> Iterator[Server]:
+    """``prefix``: a command the server runs under, e.g. ``["prlimit", "--nofile=256"]``."""
     data = data_dir or tmp / f"{name}-data"
     log_path = tmp / f"{name}.log"
     extra = dict(env or {})
     if proxy is not None:
         extra["GOPROXY"] = proxy
-    cmd = [sys.executable, "-m", "entrepot.cli", "serve", "--listen", "127.0.0.1:0"]
+    cmd = [*(prefix or []), sys.executable, "-m", "entrepot.cli", "serve"]
+    cmd += ["--listen", "127.0.0.1:0"]
     cmd += ["--data", str(data)]
     if config is not None:
         cmd += ["--config", str(config)]

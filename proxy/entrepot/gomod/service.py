@@ -233,6 +233,16 @@ def storage_key(kind: Kind, module: str, version: str = "") -> str:
     return f"{base}/@v/{escape_version(version)}.{kind.value}"
 
 
+def purge_keys(module: str, version: str = "") -> list[str]:
+    """The cache entries ``entrepot purge`` removes: a version's files, or without a version
+    the module's mutable answers (list, @latest), which are fetched again on the next ask."""
+    if version:
+        return [storage_key(k, module, version) for k in (Kind.INFO, Kind.MOD, Kind.ZIP)] + [
+            storage_key(Kind.ZIP, module, version) + "hash"
+        ]
+    return [storage_key(Kind.LIST, module), storage_key(Kind.LATEST, module)]
+
+
 @functools.lru_cache(maxsize=1 << 14)
 def _is_canonical(version: str) -> bool:
     return canonical_version(version) == version

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import resource
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
@@ -65,12 +65,29 @@ def fetch_budget(configured: int, *, fds: int) -> int:
 
 
 class _Refuse(asyncio.Protocol):
-    """Answers 503 and closes: for a connection over the cap, without parsing anything."""
+    """Answers 503 to a connection over the cap and closes it once the request has been read
+    (closing with unread bytes would reset the connection before the client reads the 503),
+    or after a second at most."""
+
+    GRACE = 1.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        transport.write(BUSY_RESPONSE)
-        transport.close()
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.transport.write(BUSY_RESPONSE)
+        self._seen = b""
+        self._timer = asyncio.get_running_loop().call_later(self.GRACE, self.transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        self._seen = (self._seen + data)[-4:]
+        if b"\r\n\r\n" in self._seen:
+            self.transport.close()
+
+    def eof_received(self) -> bool:
+        self.transport.close()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._timer.cancel()
 
 
 class _Handler(RequestHandler):

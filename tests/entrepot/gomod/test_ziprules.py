@@ -523,7 +523,7 @@ def test_a_central_directory_over_its_byte_cap_is_refused_before_it_is_read(
 ) -> None:
     zip_path = tmp_path / "m.zip"
     write_zip(zip_path, [(f"f{i}.txt", b"") for i in range(100)])
-    with pytest.raises(TooLargeError, match="central directory is .* bytes; this mirror accepts"):
+    with pytest.raises(TooLargeError, match=r"central directory is .* bytes; this mirror accepts"):
         verify_zip(zip_path, module=MODULE, version=VERSION, max_directory_bytes=1000)
 
 
