@@ -32,9 +32,10 @@ LABEL org.opencontainers.image.title="entrepot" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.licenses="Apache-2.0"
 
-# git (and ssh for git over ssh) for `direct`; CA certificates for https upstreams.
+# git (and ssh for git over ssh) for `direct`; CA certificates for https upstreams; tini as
+# PID 1 (see ENTRYPOINT).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates git openssh-client \
+ && apt-get install -y --no-install-recommends ca-certificates git openssh-client tini \
  && rm -rf /var/lib/apt/lists/*
 
 COPY --from=go /usr/local/go /usr/local/go
@@ -59,5 +60,7 @@ USER 65532:65532
 WORKDIR /var/cache/entrepot
 EXPOSE 8080
 VOLUME /var/cache/entrepot
-ENTRYPOINT ["entrepot"]
+# tini is PID 1: it reaps orphans (the git processes of a go command killed on a timeout are
+# reparented to PID 1) and passes SIGTERM on to entrepot, which shuts down gracefully.
+ENTRYPOINT ["tini","--","entrepot"]
 CMD ["serve","--listen","0.0.0.0:8080","--data","/var/cache/entrepot"]

@@ -6,6 +6,11 @@ connections), then forks workers that each bind and listen on it with SO_REUSEPO
 kernel spreads connections across them. A worker that dies is restarted; SIGTERM/SIGINT is
 passed on and the parent waits for every worker's graceful shutdown. Workers share the cache
 on disk; cross-process fetch coalescing uses file locks (see storage.filesystem).
+
+The parent reaps every child it is given, not only its workers: as PID 1 of a container (or
+a subreaper), orphans are reparented to it, such as the git processes of a go command that a
+worker killed. Those pids are reaped and otherwise ignored; an unknown pid once killed the
+supervisor and with it every worker.
 """
 
 from __future__ import annotations
@@ -102,6 +107,9 @@ def supervise(
             pid, status = os.wait()
         except ChildProcessError:
             break
+        if pid not in children:  # an orphan reparented to us (we are PID 1): reaped, no more
+            log.debug("reaped process %d, not a worker", pid)
+            continue
         index = children.pop(pid)
         on_exit(pid)
         if stopping:

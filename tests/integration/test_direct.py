@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shlex
 import socket
 import subprocess
@@ -31,13 +30,12 @@ import httpx
 import pytest
 import yaml
 
-from support.githttp import GitServer, git_http_server
+from support.githttp import MOD, GitServer, git_http_server, make_repo
 from support.gocmd import GoClient
 from support.servers import Server, running_server
 
 pytestmark = pytest.mark.integration
 
-MOD = "example.com/private/lib.git"
 ROUTE = "example.com/private"
 USER, PASSWORD = "alice", "s3cret-Pa55"
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")
@@ -52,62 +50,6 @@ import (
 
 func main() { println(lib.Hello(), hello.Hello()) }
 """
-
-
-# ---------------------------------------------------------------------------------------------
-# A private module in a bare git repository under the git server's root
-
-
-@dataclass
-class Repo:
-    root: Path  # GIT_PROJECT_ROOT
-    tags: dict[str, str]  # tag → commit hash
-    head: str  # main: one commit after v1.1.0, untagged
-
-
-def _git(*args: str, cwd: Path, home: Path, date: str = "2024-03-01T10:00:00Z") -> str:
-    env = {
-        "GIT_AUTHOR_DATE": date,
-        "GIT_COMMITTER_DATE": date,
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(home),
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_AUTHOR_NAME": "Entrepot Test",
-        "GIT_AUTHOR_EMAIL": "test@example.com",
-        "GIT_COMMITTER_NAME": "Entrepot Test",
-        "GIT_COMMITTER_EMAIL": "test@example.com",
-    }
-    done = subprocess.run(
-        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == 0, f"git {' '.join(args)}: {done.stderr}"
-    return done.stdout.strip()
-
-
-def make_repo(tmp: Path) -> Repo:
-    """``<root>/private/lib.git`` with v1.0.0, v1.1.0 and an untagged commit on main."""
-    root = tmp / "git-root"
-    bare = root / "private" / "lib.git"
-    bare.parent.mkdir(parents=True)
-    work = tmp / "git-work"
-    work.mkdir()
-    _git("init", "-q", "--bare", "-b", "main", str(bare), cwd=tmp, home=tmp)
-    _git("init", "-q", "-b", "main", cwd=work, home=tmp)
-    (work / "go.mod").write_text(f"module {MOD}\n\ngo 1.21\n")
-    tags = {}
-    for i, version in enumerate(("v1.0.0", "v1.1.0", "main")):
-        (work / "lib.go").write_text(
-            f'package lib\n\nfunc Hello() string {{ return "lib {version}" }}\n'
-        )
-        date = f"2024-03-0{i + 1}T10:00:00Z"
-        _git("add", "-A", cwd=work, home=tmp)
-        _git("commit", "-q", "-m", version, cwd=work, home=tmp, date=date)
-        if version != "main":
-            _git("tag", version, cwd=work, home=tmp)
-        tags[version] = _git("rev-parse", "HEAD", cwd=work, home=tmp)
-    _git("push", "-q", str(bare), "main", "--tags", cwd=work, home=tmp)
-    head = tags.pop("main")
-    return Repo(root, tags, head)
 
 
 # ---------------------------------------------------------------------------------------------

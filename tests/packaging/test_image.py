@@ -45,7 +45,9 @@ def only(steps: list[tuple[str, str]], word: str) -> str:
 
 def test_the_image_runs_the_mirror_by_default() -> None:
     steps = final_stage(DOCKERFILE)
-    assert json.loads(only(steps, "ENTRYPOINT")) == ["entrepot"]
+    # tini as PID 1: orphaned git processes of a killed go command are reaped, not left to
+    # the mirror's supervisor (an unknown child once crashed it, and every worker with it).
+    assert json.loads(only(steps, "ENTRYPOINT")) == ["tini", "--", "entrepot"]
     assert json.loads(only(steps, "CMD")) == [
         "serve",
         "--listen",
@@ -80,6 +82,7 @@ def test_the_stages() -> None:
     assert "--from=build /opt/entrepot /opt/entrepot" in copies
     run = " ".join(rest for word, rest in final if word == "RUN")
     assert re.search(r"apt-get install .*\bgit\b", run)
+    assert re.search(r"apt-get install .*\btini\b", run)
     env = only(final, "ENV")
     assert "/opt/entrepot/bin" in env
     assert "/usr/local/go/bin" in env

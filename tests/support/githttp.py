@@ -2,7 +2,11 @@
 
 Serves every repository under ``root`` (``GIT_HTTP_EXPORT_ALL``), optionally behind HTTP basic
 auth, and records each request so a test can see what git asked for and how it was answered.
-Only fetches are meant to go through it (tests push to the bare repositories by file path).
+Only fetches are meant to go through it (tests push to the bare repositories by file path);
+:func:`make_repo` builds the private module the tests serve.
+
+:func:`dripping_http_server` is the opposite: a remote that accepts and then never finishes
+answering.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import contextlib
 import hmac
 import http.server
 import os
+import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -181,3 +186,129 @@ def git_http_server(root: Path, *, auth: tuple[str, str] | None = None) -> Itera
         httpd.shutdown()
         httpd.server_close()
         thread.join(10)
+
+
+@dataclass
+class DripServer:
+    url: str  # http://127.0.0.1:PORT (no trailing slash)
+    connections: int = 0  # accepted so far
+
+
+@contextlib.contextmanager
+def dripping_http_server(*, interval: float = 2.0) -> Iterator[DripServer]:
+    """An HTTP server on 127.0.0.1 that reads a request and then answers one byte every
+    ``interval`` seconds, never finishing: a git remote stuck behind a dying link.
+
+    Every connection is closed when the block ends, so a client still reading sees EOF then.
+    """
+    sock = socket.create_server(("127.0.0.1", 0))
+    sock.settimeout(0.2)
+    state = DripServer(f"http://127.0.0.1:{sock.getsockname()[1]}")
+    stop = threading.Event()
+    answer = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/x-git-upload-pack-advertisement\r\n"
+        + b"X-Padding: "
+        + b"." * 4096
+        + b"\r\n\r\n"
+    )
+    open_conns: list[socket.socket] = []
+
+    def drip(conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(5)
+            request = b""
+            with contextlib.suppress(OSError):
+                while b"\r\n\r\n" not in request:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        return
+                    request += chunk
+            for i in range(len(answer)):
+                if stop.wait(interval):
+                    return
+                try:
+                    conn.sendall(answer[i : i + 1])
+                except OSError:
+                    return
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            state.connections += 1
+            open_conns.append(conn)
+            threading.Thread(target=drip, args=(conn,), name="drip", daemon=True).start()
+
+    thread = threading.Thread(target=accept, name="drip-accept", daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        stop.set()
+        thread.join(5)
+        sock.close()
+        for conn in open_conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+
+# ---------------------------------------------------------------------------------------------
+# A private module in a bare git repository under the git server's root
+
+MOD = "example.com/private/lib.git"  # the module make_repo creates
+
+
+@dataclass
+class Repo:
+    root: Path  # GIT_PROJECT_ROOT
+    tags: dict[str, str]  # tag → commit hash
+    head: str  # main: one commit after v1.1.0, untagged
+
+
+def _git(*args: str, cwd: Path, home: Path, date: str = "2024-03-01T10:00:00Z") -> str:
+    env = {
+        "GIT_AUTHOR_DATE": date,
+        "GIT_COMMITTER_DATE": date,
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_AUTHOR_NAME": "Entrepot Test",
+        "GIT_AUTHOR_EMAIL": "test@example.com",
+        "GIT_COMMITTER_NAME": "Entrepot Test",
+        "GIT_COMMITTER_EMAIL": "test@example.com",
+    }
+    done = subprocess.run(
+        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, f"git {' '.join(args)}: {done.stderr}"
+    return done.stdout.strip()
+
+
+def make_repo(tmp: Path) -> Repo:
+    """``<root>/private/lib.git`` with v1.0.0, v1.1.0 and an untagged commit on main."""
+    root = tmp / "git-root"
+    bare = root / "private" / "lib.git"
+    bare.parent.mkdir(parents=True)
+    work = tmp / "git-work"
+    work.mkdir()
+    _git("init", "-q", "--bare", "-b", "main", str(bare), cwd=tmp, home=tmp)
+    _git("init", "-q", "-b", "main", cwd=work, home=tmp)
+    (work / "go.mod").write_text(f"module {MOD}\n\ngo 1.21\n")
+    tags = {}
+    for i, version in enumerate(("v1.0.0", "v1.1.0", "main")):
+        (work / "lib.go").write_text(
+            f'package lib\n\nfunc Hello() string {{ return "lib {version}" }}\n'
+        )
+        date = f"2024-03-0{i + 1}T10:00:00Z"
+        _git("add", "-A", cwd=work, home=tmp)
+        _git("commit", "-q", "-m", version, cwd=work, home=tmp, date=date)
+        if version != "main":
+            _git("tag", version, cwd=work, home=tmp)
+        tags[version] = _git("rev-parse", "HEAD", cwd=work, home=tmp)
+    _git("push", "-q", str(bare), "main", "--tags", cwd=work, home=tmp)
+    head = tags.pop("main")
+    return Repo(root, tags, head)
