@@ -78,7 +78,11 @@ def build_router(
     chains = [go.proxy or ""] + [r.proxy for r in go.routes or [] if r.proxy]
     if any(e.kind == "direct" for c in chains for e in parse_proxy_list(c)):
         direct = DirectUpstream(
-            home=data_dir / ".direct", settings=go.direct, credentials=go.credentials
+            home=data_dir / ".direct",
+            settings=go.direct,
+            credentials=go.credentials,
+            min_transfer_rate=go.min_transfer_rate,
+            min_rate_window=go.min_rate_window,
         )
 
     def chain(text: str) -> Chain:

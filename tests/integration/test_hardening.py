@@ -15,20 +15,22 @@ import subprocess
 import sys
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 
 from support.gocmd import GoClient
-from support.modules import FixtureModule, simple, write_module
+from support.modules import FixtureModule, simple
 from support.servers import running_server, server_env
 from support.slow import Script, scripted_upstream
 
 pytestmark = pytest.mark.integration
 
 MOD = simple("example.com/hard/lib", "v1.0.0")
+PURGE = [sys.executable, "-m", "entrepot.cli", "purge"]
 INFO = json.dumps({"Version": "v1.0.0", "Time": "2024-01-02T03:04:05Z"}).encode()
 
 
@@ -68,14 +70,14 @@ def test_one_missing_path_asked_thousands_of_times_costs_one_fetch_and_no_memory
     with (
         scripted_upstream(script) as up,
         running_server(tmp_path, proxy=up, args=["--workers", "1"]) as mirror,
+        httpx.Client(base_url=mirror.url) as client,
     ):
-        with httpx.Client(base_url=mirror.url) as client:
-            for _ in range(300):  # warm up allocator and caches
-                assert client.get(path).status_code == 404
-            before = _rss_kib(mirror.proc.pid)
-            for _ in range(4000):
-                answer = client.get(path)
-            after = _rss_kib(mirror.proc.pid)
+        for _ in range(300):  # warm up allocator and caches
+            assert client.get(path).status_code == 404
+        before = _rss_kib(mirror.proc.pid)
+        for _ in range(4000):
+            answer = client.get(path)
+        after = _rss_kib(mirror.proc.pid)
     assert answer.status_code == 404
     assert "not found" in answer.text
     assert script.requests == [path]  # one upstream request for 4,300 asks
@@ -188,8 +190,7 @@ def test_purge_removes_a_cached_version_and_the_next_ask_fetches_it_again(
         first = httpx.get(mirror.url + zip_path)
         hit = httpx.get(mirror.url + zip_path)
         done = subprocess.run(
-            [sys.executable, "-m", "entrepot.cli", "purge", "--data", str(mirror.data_dir)]
-            + [f"{MOD.path}@v1.0.0", MOD.path, "Bad.Path@v1"],
+            [*PURGE, "--data", str(mirror.data_dir), f"{MOD.path}@v1.0.0", MOD.path, "Bad.Path@v1"],
             capture_output=True,
             text=True,
             env=server_env({"GOPROXY": "off"}),
@@ -266,19 +267,19 @@ def test_a_second_instance_on_the_same_volume_does_not_break_the_first(
     with (
         scripted_upstream(script) as up,
         running_server(tmp_path, proxy=up, data_dir=data, name="a", args=["--workers", "2"]) as a,
+        httpx.Client(timeout=60) as client,
+        _thread() as pool,
     ):
-        with httpx.Client(timeout=60) as client, contextlib.ExitStack() as stack:
-            pool = stack.enter_context(_thread())
-            pending = pool.submit(client.get, a.url + zip_path)
-            _wait(lambda: any((data / ".staging").rglob("*.part")))
-            with running_server(
-                tmp_path, proxy=up, data_dir=data, name="b", args=["--workers", "2"]
-            ) as b:
-                assert httpx.get(b.url + "/healthz").status_code == 200
-                assert any((data / ".staging").rglob("*.part"))  # A's partial file survived
-                script.stall.set()
-                answer = pending.result(timeout=30)
-                from_b = httpx.get(b.url + zip_path)
+        pending = pool.submit(client.get, a.url + zip_path)
+        _wait(lambda: any((data / ".staging").rglob("*.part")))
+        with running_server(
+            tmp_path, proxy=up, data_dir=data, name="b", args=["--workers", "2"]
+        ) as b:
+            assert httpx.get(b.url + "/healthz").status_code == 200
+            assert any((data / ".staging").rglob("*.part"))  # A's partial file survived
+            script.stall.set()
+            answer = pending.result(timeout=30)
+            from_b = httpx.get(b.url + zip_path)
     assert answer.status_code == 200, answer.text
     assert answer.content == files[zip_path]
     assert from_b.status_code == 200
@@ -286,16 +287,11 @@ def test_a_second_instance_on_the_same_volume_does_not_break_the_first(
     assert not (data / ".metrics").exists()  # worker metrics live on local disk
 
 
-@contextlib.contextmanager
-def _thread() -> Iterator[object]:
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(2) as pool:
-        yield pool
+def _thread() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(2)
 
 
-def _wait(condition: object, timeout: float = 10) -> None:
-    assert callable(condition)
+def _wait(condition: Callable[[], bool], timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
