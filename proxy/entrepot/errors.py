@@ -27,7 +27,9 @@ import re
 
 # Userinfo runs to the *last* '@' before the path, query or fragment: a password holding an
 # unencoded '@' (``alice:p@ss@host``) must not leave its tail behind.
-_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#\s]*@")
+# The lookbehind keeps this linear: without it a long run of letters is rescanned from each
+# of its positions (a 3,800-character message took 40 ms to redact).
+_USERINFO = re.compile(r"(?<![a-zA-Z0-9+.-])(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#\s]*@")
 # ``Authorization: Basic x``, and the same in a repr'd header mapping or list of pairs
 # (``'authorization': 'Bearer x'``, ``(b'Authorization', b'Basic x')``).
 _AUTH_HEADER = re.compile(
