@@ -72,6 +72,37 @@ def test_the_config_file_is_what_the_server_reads() -> None:
     assert str(parsed.go.credentials.netrc_file) == "/etc/entrepot/secrets/netrc"
 
 
+def test_limits_and_timeouts_reach_the_config_file_with_the_servers_defaults() -> None:
+    default = Settings.model_validate(
+        yaml.safe_load(render_configmap(spec(), OWNER)[0]["data"]["config.yaml"])
+    )
+    assert default.limits == Settings().limits
+    assert default.go.zip_deadline == Settings().go.zip_deadline
+    assert default.go.direct.queue == Settings().go.direct.queue
+    assert default.go.cache.error_ttl == Settings().go.cache.error_ttl
+    s = spec(
+        go={
+            "proxy": "https://proxy.example.com",
+            "routes": [{"patterns": "git.example.com/*, corp.example.com", "deny": "private"}],
+            "zipDeadline": "2m",
+            "minTransferRate": 4096,
+            "minRateWindow": "10s",
+            "direct": {"queue": 3, "queueTimeout": "5s"},
+        },
+        limits={"headerTimeout": "3s", "maxConnections": 100, "minFreeBytes": 0},
+    )
+    parsed = Settings.model_validate(
+        yaml.safe_load(render_configmap(s, OWNER)[0]["data"]["config.yaml"])
+    )
+    assert parsed.go.zip_deadline == 120
+    assert (parsed.go.min_transfer_rate, parsed.go.min_rate_window) == (4096, 10)
+    assert (parsed.go.direct.queue, parsed.go.direct.queue_timeout) == (3, 5)
+    assert (parsed.limits.header_timeout, parsed.limits.max_connections) == (3, 100)
+    assert parsed.limits.min_free_bytes == 0
+    assert parsed.go.routes is not None
+    assert parsed.go.routes[0].patterns == "git.example.com/*,corp.example.com"  # no blanks
+
+
 def test_a_config_change_changes_the_pod_template_hash() -> None:
     a = children(spec())["Deployment"]["spec"]["template"]["metadata"]["annotations"]
     b = children(spec(go={"proxy": "https://other.example.com"}))["Deployment"]["spec"]["template"][
