@@ -9,6 +9,7 @@ not exist yet are added with those features.
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -18,10 +19,12 @@ from entrepot.config import (
     PROXY_LIST_PATTERN,
     Duration,
     GoCache,
+    GoSettings,
     Limits,
     Route,
     _check_proxy_list,
 )
+from entrepot.config import Direct as ServerDirect
 
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -63,20 +66,19 @@ class Credentials(_Spec):
     )
 
 
+def _same(model: type[BaseModel], name: str) -> Any:
+    """The server's own definition of a field (default, bounds, description): one source."""
+    return copy.copy(model.model_fields[name])
+
+
 class Direct(_Spec):
     """Fetching from version control (the 'direct' upstream) inside the mirror's pods."""
 
-    concurrency: int = Field(default=4, ge=1, le=64, description="Direct fetches at once.")
-    timeout: Duration = Field(
-        default=600.0, description="Total time limit of one direct fetch (git included)."
-    )
-    queue: int = Field(
-        default=32, ge=0, le=10_000, description="Direct fetches that may wait; more get 503."
-    )
-    queue_timeout: Duration = Field(
-        default=30.0, description="Longest wait for a direct slot before a 503."
-    )
-    insecure: str = Field(default="", description="GOINSECURE globs (plain-http servers).")
+    concurrency: int = _same(ServerDirect, "concurrency")
+    timeout: Duration = _same(ServerDirect, "timeout")
+    queue: int = _same(ServerDirect, "queue")
+    queue_timeout: Duration = _same(ServerDirect, "queue_timeout")
+    insecure: str = _same(ServerDirect, "insecure")
 
 
 class GoSpec(_Spec):
@@ -91,21 +93,10 @@ class GoSpec(_Spec):
     )
     cache: GoCache = Field(default_factory=GoCache)
     direct: Direct = Field(default_factory=Direct)
-    upstream_timeout: Duration = Field(
-        default=60.0,
-        description="Upstream connect/read timeout, and the total limit of a small answer.",
-    )
-    zip_deadline: Duration = Field(
-        default=600.0, description="Total time limit of one zip download from an upstream."
-    )
-    min_transfer_rate: int = Field(
-        default=1024,
-        ge=0,
-        description="Bytes/s an upstream transfer must average over minRateWindow (0: off).",
-    )
-    min_rate_window: Duration = Field(
-        default=30.0, description="Window over which minTransferRate is measured."
-    )
+    upstream_timeout: Duration = _same(GoSettings, "upstream_timeout")
+    zip_deadline: Duration = _same(GoSettings, "zip_deadline")
+    min_transfer_rate: int = _same(GoSettings, "min_transfer_rate")
+    min_rate_window: Duration = _same(GoSettings, "min_rate_window")
 
     @model_validator(mode="after")
     def _proxy_syntax(self) -> GoSpec:

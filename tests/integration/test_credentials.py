@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import httpx
@@ -15,7 +14,7 @@ import pytest
 from support.gocmd import GoClient
 from support.modules import simple
 from support.servers import running_server
-from support.slow import Script, scripted_upstream
+from support.slow import Script, scripted_upstream, serve
 
 pytestmark = pytest.mark.integration
 
@@ -118,15 +117,8 @@ def _recording_upstream(
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer((host, 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://{host}:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve(Handler, host) as url:
+        yield url
 
 
 @pytest.mark.parametrize(

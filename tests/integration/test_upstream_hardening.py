@@ -6,10 +6,9 @@ Every test runs the real server against small fixture upstreams on 127.0.0.1.
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import httpx
@@ -17,7 +16,7 @@ import pytest
 
 from support.modules import simple
 from support.servers import running_server
-from support.slow import Script, scripted_upstream
+from support.slow import Script, scripted_upstream, serve
 
 pytestmark = pytest.mark.integration
 
@@ -35,15 +34,8 @@ def _upstream(answer: Callable[[BaseHTTPRequestHandler], None]) -> Iterator[str]
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve(Handler) as url:
+        yield url
 
 
 def _drip(handler: BaseHTTPRequestHandler) -> None:
