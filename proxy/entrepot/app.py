@@ -204,7 +204,14 @@ def build_mirror(
     routes.add("/metrics", metrics_page)
     routes.add("/", index)
     routes.add_prefix("/sumdb/", sumdb)
-    handler = observer(routes.dispatch, metrics=metrics, accesslog=accesslog, classify=_endpoint)
+    handler = observer(
+        routes.dispatch,
+        metrics=metrics,
+        accesslog=accesslog,
+        classify=_endpoint,
+        min_send_rate=settings.limits.min_send_rate,
+        send_grace=settings.limits.header_timeout,
+    )
     return Mirror(
         handler=handler,
         service=service,

@@ -425,6 +425,14 @@ class Limits(_Model):
             " (cached answers are still served)."
         ),
     )
+    min_send_rate: int = Field(
+        default=64 << 10,
+        ge=0,
+        description=(
+            "Bytes per second a client must read a file answer (a zip) at: one that takes"
+            " longer than its size at this rate plus header_timeout is dropped; 0 turns it off."
+        ),
+    )
     min_free_bytes: int = Field(
         default=256 << 20,
         ge=0,

@@ -17,6 +17,7 @@ import time
 import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import httpx
@@ -25,7 +26,7 @@ import pytest
 from support.gocmd import GoClient
 from support.modules import FixtureModule, simple
 from support.servers import running_server, server_env
-from support.slow import Script, scripted_upstream
+from support.slow import Script, scripted_upstream, serve
 
 pytestmark = pytest.mark.integration
 
@@ -146,7 +147,7 @@ def test_a_go_mod_of_another_module_or_a_page_is_refused_and_never_stored(
     script = Script(
         {
             f"{base}/v1.0.0.info": INFO,
-            f"{base}/v1.0.0.mod": b"module example.com/someone/else\n",
+            f"{base}/v1.0.0.mod": b"module example.com/someone/else/v3\n",
             f"{base}/v1.0.1.mod": b"<!doctype html><title>Sign in</title>\n",
         }
     )
@@ -158,13 +159,91 @@ def test_a_go_mod_of_another_module_or_a_page_is_refused_and_never_stored(
         metrics = httpx.get(f"{mirror.url}/metrics").text
         stored = _stored(mirror.data_dir)
     assert other.status_code == 502
-    assert "declares module 'example.com/someone/else'" in " ".join(other.text.split())
+    assert "declares module 'example.com/someone/else/v3'" in " ".join(other.text.split())
     assert page.status_code == 502
     assert "instead of a go.mod" in " ".join(page.text.split())
     assert done.returncode != 0
     assert "declares module" in done.stderr  # the go command shows the mirror's reason
     assert not [p for p in stored if p.suffix == ".mod"]
     assert 'entrepot_verification_failures_total{endpoint="mod"}' in metrics
+
+
+def test_a_fork_used_through_replace_is_served_as_the_go_command_accepts_it(
+    tmp_path: Path,
+) -> None:
+    """A fork's go.mod declares the path it was forked from; the go command accepts that
+    under `replace`, so the mirror must not refuse it (found by the hostile review)."""
+    fork = FixtureModule(
+        "example.com/fork/lib",
+        "v1.0.1",
+        {
+            "go.mod": "module example.com/orig/lib\n\ngo 1.21\n",
+            "lib.go": 'package lib\n\nfunc Hello() string { return "from the fork" }\n',
+        },
+    )
+    with scripted_upstream(Script(_files(fork))) as up, running_server(tmp_path, proxy=up) as m:
+        client = GoClient(tmp_path / "user", m.url)
+        work = client.new_module()
+        (work / "go.mod").write_text(
+            "module example.com/app\n\ngo 1.21\n\nrequire example.com/orig/lib v1.0.0\n\n"
+            "replace example.com/orig/lib => example.com/fork/lib v1.0.1\n"
+        )
+        (work / "main.go").write_text(
+            'package main\n\nimport (\n\t"fmt"\n\n\t"example.com/orig/lib"\n)\n\n'
+            "func main() { fmt.Println(lib.Hello()) }\n"
+        )
+        done = client.run("run", ".")
+    assert done.stdout.strip() == "from the fork"
+
+
+def test_a_failing_refresh_is_remembered_and_the_stale_copy_served_at_once(
+    tmp_path: Path,
+) -> None:
+    """Guards an outage turning every list request into an upstream request that waits for
+    the upstream's timeout (found by the hostile review)."""
+    state = {"fail": False}
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            if state["fail"]:
+                time.sleep(1)  # a slow failure: nobody should wait for it twice
+                self.send_response(503)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            body = b"v1.0.0\n"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    path = f"/{MOD.path}/@v/list"
+    with serve(Handler) as up:
+        cfg = _config(
+            tmp_path,
+            f'go:\n  proxy: "{up}"\n  cache:\n    list_ttl: 1s\n'
+            "    stale_while_revalidate: 1s\n    error_ttl: 30s\n",
+        )
+        with running_server(tmp_path, config=cfg, args=["--workers", "1"]) as mirror:
+            assert httpx.get(mirror.url + path).status_code == 200
+            time.sleep(2.2)  # past TTL + stale_while_revalidate: a refetch is due
+            state["fail"] = True
+            answers, took = [], []
+            for _ in range(5):
+                started = time.monotonic()
+                answers.append(httpx.get(mirror.url + path, timeout=30))
+                took.append(time.monotonic() - started)
+    assert [a.status_code for a in answers] == [200] * 5
+    assert all(a.content == b"v1.0.0\n" for a in answers)
+    assert all(a.headers["X-Entrepot-Cache"] == "stale" for a in answers)
+    assert "503" in answers[-1].headers["X-Entrepot-Stale-Reason"]
+    assert seen.count(path) == 2  # the first fetch and one failed refetch, not six
+    assert max(took[1:]) < 0.5  # served at once while the failure is remembered
 
 
 def test_junk_lines_of_a_version_list_are_dropped_before_it_is_stored(tmp_path: Path) -> None:
@@ -340,6 +419,40 @@ def test_half_sent_requests_are_dropped_and_extra_connections_refused_fast(
     assert "entrepot_http_connections_refused_total" in metrics
 
 
+def test_a_client_reading_a_zip_too_slowly_is_dropped(tmp_path: Path) -> None:
+    """Guards slow readers holding a connection and an open file for weeks (found by the
+    hostile review): a zip must be read at limits.min_send_rate after header_timeout."""
+    big = FixtureModule(
+        "example.com/hard/slow",
+        "v1.0.0",
+        {"go.mod": "module example.com/hard/slow\n", "blob.txt": os.urandom(12 << 20).hex()},
+    )  # about 12 MiB deflated: more than the kernel's socket buffers hold
+    zip_path = f"/{big.path}/@v/v1.0.0.zip"
+    with scripted_upstream(Script(_files(big))) as up:
+        cfg = _config(
+            tmp_path,
+            f'go:\n  proxy: "{up}"\nlimits:\n  header_timeout: 1s\n  min_send_rate: {8 << 20}\n',
+        )
+        with running_server(tmp_path, config=cfg, args=["--workers", "1"]) as mirror:
+            size = len(httpx.get(mirror.url + zip_path, timeout=30).content)
+            host, port = mirror.url.removeprefix("http://").split(":")
+            slow = socket.socket()
+            slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            slow.connect((host, int(port)))
+            slow.sendall(f"GET {zip_path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            time.sleep(1 + size / (8 << 20) + 2)  # past the deadline, reading nothing
+            got = 0
+            slow.settimeout(5)
+            with contextlib.suppress(OSError):
+                while chunk := slow.recv(1 << 16):
+                    got += len(chunk)
+            slow.close()
+            assert httpx.get(mirror.url + "/healthz").status_code == 200
+            log = mirror.log()
+    assert 0 < got < size  # the server gave up on the slow reader before the end
+    assert '"status":499' in log
+
+
 def test_a_burst_of_cold_requests_under_a_small_fd_limit_gets_503s_never_500s(
     tmp_path: Path,
 ) -> None:
@@ -454,3 +567,22 @@ def test_an_over_long_path_element_is_a_404_without_a_traceback(tmp_path: Path) 
     assert "over 240 bytes cannot be cached" in " ".join(answers[0].text.split())
     assert "Traceback" not in log
     assert script.requests == []
+
+
+def test_malformed_request_lines_get_400s_without_filling_the_log(tmp_path: Path) -> None:
+    """Guards a traceback per malformed request in the log (found by the hostile review)."""
+    cfg = _config(tmp_path, 'go:\n  proxy: "off"\n')
+    with running_server(tmp_path, config=cfg, args=["--workers", "1"]) as mirror:
+        host, port = mirror.url.removeprefix("http://").split(":")
+        answers = []
+        for request in [
+            b"GET * HTTP/1.1\r\n\r\n",
+            b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n",
+        ] * 50:
+            with socket.create_connection((host, int(port))) as s:
+                s.sendall(request)
+                answers.append(s.recv(100).split(b" ", 2)[1])
+        log = mirror.log()
+    assert set(answers) == {b"400"}
+    assert "Traceback" not in log
+    assert len(log) < 5000

@@ -60,4 +60,4 @@ class GoHandlers:
             return web.Response(body=answer.body, headers=headers)
         if answer.blob.path is None:  # pragma: no cover - only object storage lacks paths
             raise RuntimeError("streaming from non-file storage is not implemented")
-        return BlobFileResponse(answer.blob.path, headers=headers)
+        return BlobFileResponse(answer.blob.path, size=answer.blob.size, headers=headers)

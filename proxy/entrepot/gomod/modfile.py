@@ -1,43 +1,66 @@
-"""Just enough of the go.mod syntax to check a served ``.mod``: its ``module`` statement.
+r"""Just enough of the go.mod syntax to check a served ``.mod``: its ``module`` statement.
 
-Pure. An upstream that answers a ``.mod`` request with a login page, an error page or another
-module's file must not have that cached forever, so before a ``.mod`` is stored its
-``module`` statement has to parse and name the requested module path, as the go command
-itself requires when it loads the file ("module declares its path as ... but was required
-as ..."). The lexing follows ``golang.org/x/mod/modfile``: ``//`` comments, interpreted
-``"..."`` and raw ``\\`...\\``` strings, and the block form ``module ( path )``.
+Pure. An upstream that answers a ``.mod`` request with a login page, an error page or junk
+must not have that cached forever, so before a ``.mod`` is stored it has to lex as a go.mod
+and hold exactly one ``module`` statement naming a valid module path of the requested
+path's major version. The path itself may differ from the requested one: a fork used
+through ``replace`` declares the path it was forked from, and the go command accepts that
+(``modload`` compares the declared path with the replacement's; ``modfetch`` checks only the
+major-version suffix), so no proxy can refuse it. The lexing follows
+``golang.org/x/mod/modfile``: lines end at ``\n`` only, blanks are space, tab and ``\r``,
+``//`` comments, ``(`` and ``)`` are tokens of their own, interpreted ``"..."`` and raw
+``\`...\``` strings, and any verb may open a block (``module ( path )``, ``require (``).
+Unknown verbs are ignored, as the go command's lax parser of dependency go.mod files does.
 """
 
 from __future__ import annotations
 
 import json
 
-from entrepot.errors import VerificationError
+from entrepot.errors import InvalidRequestError, VerificationError
+from entrepot.gomod.module import check_path, split_path_version
+
+_BLANKS = " \t\r"
 
 
-def _strip_comment(line: str) -> str:
-    """The line without its ``//`` comment (outside of quoted strings)."""
-    quote = ""
-    i = 0
-    while i < len(line):
+def _tokens(line: str) -> list[str] | None:
+    """The tokens of one line (comment dropped), or None when it does not lex."""
+    out: list[str] = []
+    i, n = 0, len(line)
+    while i < n:
         c = line[i]
-        if quote:
-            if c == "\\" and quote == '"':
-                i += 2
-                continue
-            if c == quote:
-                quote = ""
-        elif c in '"`':
-            quote = c
+        if c in _BLANKS:
+            i += 1
         elif line.startswith("//", i):
-            return line[:i]
-        i += 1
-    return line
+            break
+        elif c in "()":
+            out.append(c)
+            i += 1
+        elif c in '"`':
+            j = i + 1
+            while j < n and line[j] != c:
+                j += 2 if c == '"' and line[j] == "\\" else 1
+            if j >= n:
+                return None  # unterminated string
+            out.append(line[i : j + 1])
+            i = j + 1
+        else:
+            j = i
+            while (
+                j < n
+                and line[j] not in _BLANKS
+                and line[j] not in '()"`'
+                and not (line.startswith("//", j))
+            ):
+                j += 1
+            out.append(line[i:j])
+            i = j
+    return out
 
 
 def _unquote(token: str) -> str | None:
     if token.startswith("`"):
-        return token[1:-1] if len(token) >= 2 and token.endswith("`") else None
+        return token[1:-1]
     if token.startswith('"'):
         try:
             value = json.loads(token)
@@ -47,29 +70,45 @@ def _unquote(token: str) -> str | None:
     return token
 
 
-def module_paths(text: str) -> list[str]:
-    """Every path a ``module`` statement of ``text`` declares (more than one is an error)."""
+def module_paths(text: str) -> list[str] | None:
+    """Every path a ``module`` statement of ``text`` declares, or None when ``text`` does not
+    lex as a go.mod (a control character, an unterminated string or block)."""
+    if any((ord(c) < 32 and c not in "\t\r\n") or c == "\x7f" for c in text):
+        return None
     found: list[str] = []
-    in_block = False
-    for raw in text.splitlines():
-        tokens = _strip_comment(raw).split()
+    block: str | None = None
+    for raw in text.split("\n"):
+        tokens = _tokens(raw)
+        if tokens is None:
+            return None
         if not tokens:
             continue
-        if in_block:
+        if block is not None:
             if tokens == [")"]:
-                in_block = False
-            else:
+                block = None
+            elif block == "module":
                 found.append(_unquote(tokens[0]) or "")
             continue
-        if tokens[0] != "module":
-            continue
         if tokens[1:] == ["("]:
-            in_block = True
-        elif len(tokens) >= 2:
-            found.append(_unquote(tokens[1]) or "")
-        else:
-            found.append("")
+            block = tokens[0]
+        elif tokens[0] == "module":
+            found.append(_unquote(tokens[1]) or "" if len(tokens) >= 2 else "")
+    if block is not None:
+        return None
     return found
+
+
+def _major(path: str) -> int | None:
+    """The major version a module path stands for (1 without a suffix), None if invalid."""
+    try:
+        check_path(path)
+    except InvalidRequestError:
+        return None
+    _, path_major, ok = split_path_version(path)
+    if not ok:
+        return None
+    digits = path_major.lstrip("/.v").removesuffix("-unstable")
+    return int(digits) if digits else 1
 
 
 def check_go_mod(data: bytes, *, module: str, version: str) -> None:
@@ -88,12 +127,21 @@ def check_go_mod(data: bytes, *, module: str, version: str) -> None:
             " upstream URL and credentials"
         )
     paths = module_paths(text)
+    if paths is None:
+        raise VerificationError(f"{what}: upstream answered something that is not a go.mod")
     if not paths:
         raise VerificationError(f"{what}: upstream go.mod has no module statement")
     if len(paths) > 1:
         raise VerificationError(f"{what}: upstream go.mod has {len(paths)} module statements")
-    if paths[0] != module:
-        shown = "".join(c if c.isprintable() else "?" for c in paths[0])[:200]
+    declared = paths[0]
+    shown = "".join(c if c.isprintable() else "?" for c in declared)[:200]
+    major = _major(declared)
+    if major is None:
         raise VerificationError(
-            f"{what}: upstream go.mod declares module {shown!r}, not the requested {module!r}"
+            f"{what}: upstream go.mod declares an invalid module path {shown!r}"
+        )
+    if major != _major(module):
+        raise VerificationError(
+            f"{what}: upstream go.mod declares module {shown!r}, of another major version than"
+            f" the requested {module!r}"
         )

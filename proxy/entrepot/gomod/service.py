@@ -373,6 +373,13 @@ class GoService:
                 except VerificationError:
                     self.metrics.record_verification_failure("zip")
                     raise
+                except Exception as e:  # a zip our checks did not foresee: refuse, never a 500
+                    log.warning("zip of %s@%s could not be checked: %r", module, version, e)
+                    self.metrics.record_verification_failure("zip")
+                    raise VerificationError(
+                        f"{module}@{version}: the zip could not be checked ({type(e).__name__});"
+                        " it was refused"
+                    ) from e
                 await self.storage.put_bytes(key + "hash", report.h1.encode())
                 return await self.storage.put(key, staged)
 
@@ -508,12 +515,21 @@ class GoService:
         publish = self._publishing(key, fetch)
         blob = await self.storage.stat(key)
         if blob is not None:
-            age = self.clock() - blob.mtime_ns / 1e9
+            now = self.clock()
+            age = now - blob.mtime_ns / 1e9
             state = freshness(kind, age, self.cache)
+            # A refresh that failed a moment ago is not tried again until error_ttl (or
+            # negative_ttl) has passed: an outage must not turn every request into an
+            # upstream request, nor make every client wait for the upstream's timeout.
+            remembered = self.failures.get(key, now)
             if state != "refetch":
-                if state == "revalidate":
+                if state == "revalidate" and remembered is None:
                     self.flights.start(key, lambda: self._refresh(kind, key, chain, publish))
                 return await self._answer_stored(kind, blob, "hit")
+            if remembered is not None and can_serve_stale(age, self.cache):
+                return await self._answer_stored(
+                    kind, blob, "stale", stale_reason=remembered.message
+                )
             try:
                 if key not in self.flights:
                     self._admit(key)
@@ -521,6 +537,7 @@ class GoService:
                     key, lambda: self._locked(kind, key, chain, publish)
                 )
             except EntrepotError as e:
+                self.failures.put(key, e, self.clock())
                 if isinstance(e, ForbiddenError) or not can_serve_stale(age, self.cache):
                     raise
                 log.warning("serving stale %s: %s", key, e.message)
@@ -544,6 +561,7 @@ class GoService:
         try:
             blob = await self._locked(kind, key, chain, publish)
         except EntrepotError as e:
+            self.failures.put(key, e, self.clock())
             self.metrics.record_refresh(_ENDPOINT[kind], "error")
             log.warning("background refresh of %s failed, keeping the cached copy: %s", key, e)
             raise

@@ -505,6 +505,10 @@ _CENTRAL_HEADER = struct.Struct("<4s24xHHH12x")  # signature, then name/extra/co
 _CENTRAL_SIGNATURE = b"PK\x01\x02"
 
 
+class _NotAZip(Exception):
+    """The end records cannot be read (turned into a VerificationError by verify_zip)."""
+
+
 def _central_directory(fh: BinaryIO) -> tuple[int, int, int] | None:
     """``(declared entries, size, offset)`` of the central directory, where zipfile will read
     it, from the end record (zip64 included); None when there is no end record."""
@@ -512,6 +516,8 @@ def _central_directory(fh: BinaryIO) -> tuple[int, int, int] | None:
         end = zipfile._EndRecData(fh)  # type: ignore[attr-defined]
     except (OSError, struct.error):
         return None
+    except (zipfile.BadZipFile, ValueError) as e:  # e.g. a zip64 locator claiming many disks
+        raise _NotAZip(str(e)) from e
     finally:
         fh.seek(0)
     if not end:
@@ -574,7 +580,10 @@ def verify_zip(
                     f"limit is {max_zip_bytes} bytes)",
                     too_large=True,
                 )
-            directory = _central_directory(fh)
+            try:
+                directory = _central_directory(fh)
+            except _NotAZip as e:
+                raise verifier.error(f"not a valid zip file: {e}") from e
             if directory is not None:
                 declared, cd_size, cd_start = directory
                 if cd_size > max_directory_bytes:
@@ -607,6 +616,12 @@ def verify_zip(
             except NotImplementedError as e:
                 raise verifier.error(f"unsupported zip file: {e}") from e
 
+            if directory is not None and len(infos) & 0xFFFF != directory[0] & 0xFFFF:
+                # Go's archive/zip compares them (uint16) and refuses the zip.
+                raise verifier.error(
+                    f"not a valid zip file: the end record declares {directory[0]} entries,"
+                    f" the central directory holds {len(infos)}"
+                )
             entries = verifier.check_names(infos)
             digests: list[tuple[str, bytes]] = []
             files = 0

@@ -45,10 +45,32 @@ def unique_owner(label: str) -> str:
     return f"{host}-{os.getpid()}-{label}-{uuid.uuid4().hex[:8]}"
 
 
-def remove_stale_staging(root: Path, *, older_than: float = STALE_STAGING_SECONDS) -> int:
-    """Remove staging folders nobody wrote to for ``older_than`` seconds; returns how many.
+OWNER_LOCK = ".owner.lock"
 
-    Safe with other live instances on the same volume: a live writer's folder is younger.
+
+def _folder_in_use(folder: Path) -> bool:
+    """Whether a live process holds the folder's owner lock (flock, per open file)."""
+    try:
+        fd = os.open(folder / OWNER_LOCK, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # cannot tell: keep it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # also releases the lock if it was taken
+    return False
+
+
+def remove_stale_staging(root: Path, *, older_than: float = STALE_STAGING_SECONDS) -> int:
+    """Remove staging folders of processes that are gone; returns how many.
+
+    A folder is removed only when no live process holds its owner lock *and* nobody wrote to
+    it for ``older_than`` seconds: the lock says who is alive (an idle instance's folder is
+    not touched for hours), the age guards volumes whose locks are not shared between hosts.
     """
     removed = 0
     cutoff = time.time() - older_than
@@ -61,7 +83,7 @@ def remove_stale_staging(root: Path, *, older_than: float = STALE_STAGING_SECOND
                 )
             except OSError:
                 continue
-            if newest < cutoff:
+            if newest < cutoff and not _folder_in_use(folder):
                 shutil.rmtree(folder, ignore_errors=True)
                 removed += 1
     return removed
@@ -81,27 +103,34 @@ class FilesystemStorage:
         self.staging_dir = self.root / STAGING / (owner or unique_owner("main"))
         self.locks_dir = self.root / LOCKS
         self.fsync = fsync
-        self.staging_dir.mkdir(parents=True, exist_ok=True)
         self.locks_dir.mkdir(parents=True, exist_ok=True)
-        self.discard_staged()
+        self._owner_fd: int | None = None
+        self._claim_staging()
+
+    def _claim_staging(self) -> None:
+        """Create the staging folder (again, if something removed it) and hold its owner
+        lock for the life of this process, so other instances know it is in use."""
+        self.staging_dir.mkdir(parents=True, exist_ok=True)
+        if self._owner_fd is not None and (self.staging_dir / OWNER_LOCK).exists():
+            return
+        if self._owner_fd is not None:
+            os.close(self._owner_fd)
+        fd = os.open(self.staging_dir / OWNER_LOCK, os.O_CREAT | os.O_RDWR, 0o600)
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._owner_fd = fd
 
     def close(self) -> None:
         """Remove this process's staging folder (at shutdown)."""
         shutil.rmtree(self.staging_dir, ignore_errors=True)
+        if self._owner_fd is not None:
+            os.close(self._owner_fd)
+            self._owner_fd = None
 
     def free_bytes(self) -> int:
         """Bytes an unprivileged writer can still use on the cache volume."""
         st = os.statvfs(self.root)
         return st.f_bavail * st.f_frsize
-
-    def discard_staged(self) -> int:
-        """Remove this process's partial writes; returns how many."""
-        removed = 0
-        for entry in self.staging_dir.iterdir():
-            with contextlib.suppress(OSError):
-                entry.unlink()
-                removed += 1
-        return removed
 
     def _path(self, key: str) -> Path:
         check_key(key)
@@ -128,6 +157,9 @@ class FilesystemStorage:
 
     @contextlib.contextmanager
     def stage(self) -> Iterator[Path]:
+        if not self.staging_dir.is_dir():  # removed behind our back: heal, never a 500
+            with os_errors("staging"):
+                self._claim_staging()
         path = self.staging_dir / f"{uuid.uuid4().hex}.part"
         try:
             yield path
@@ -195,6 +227,8 @@ class FilesystemStorage:
 
     def writable(self) -> bool:
         try:
+            if not self.staging_dir.is_dir():
+                self._claim_staging()
             with tempfile.NamedTemporaryFile(dir=self.staging_dir, prefix="probe-"):
                 return True
         except OSError:

@@ -17,7 +17,7 @@ from aiohttp import web
 from entrepot.accesslog import AccessLog
 from entrepot.errors import EntrepotError
 from entrepot.metrics import Endpoint, Metrics
-from entrepot.web.responses import error_response
+from entrepot.web.responses import BlobFileResponse, error_response
 
 log = logging.getLogger("entrepot.web")
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
@@ -29,8 +29,15 @@ def observer(
     metrics: Metrics,
     accesslog: AccessLog,
     classify: Callable[[str], Endpoint],
+    min_send_rate: int = 0,
+    send_grace: float = 30.0,
 ) -> Handler:
-    """Wrap the route table: errors → responses (one mapping), then metrics and the log."""
+    """Wrap the route table: errors → responses (one mapping), then metrics and the log.
+
+    A file answer must be sent within ``send_grace`` seconds plus its size at ``min_send_rate``
+    bytes/s (0: no limit): a client reading a zip at 1 byte/s once held its connection and
+    an open file for weeks. Small bodies go to the socket buffer at once and need no limit.
+    """
 
     async def observe(request: web.BaseRequest) -> web.StreamResponse:
         start = time.perf_counter()
@@ -45,8 +52,18 @@ def observer(
             response = error_response(e)
         status = response.status
         try:
-            await response.prepare(request)
-            await response.write_eof()
+            if min_send_rate and isinstance(response, BlobFileResponse):
+                try:
+                    async with asyncio.timeout(send_grace + response.size / min_send_rate):
+                        await response.prepare(request)
+                        await response.write_eof()
+                except TimeoutError:
+                    status = 499  # the client read too slowly: drop it
+                    if request.transport is not None:
+                        request.transport.abort()
+            else:
+                await response.prepare(request)
+                await response.write_eof()
         except ConnectionError:
             status = 499  # the client went away; aiohttp closes the connection quietly
         except asyncio.CancelledError:

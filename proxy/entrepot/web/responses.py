@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import textwrap
 from email.utils import formatdate
+from pathlib import Path
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
@@ -103,6 +104,10 @@ class BlobFileResponse(web.FileResponse):
     The observing middleware sends the response itself to time it; aiohttp's FileResponse,
     unlike Response, would start over when the server calls ``prepare`` a second time.
     """
+
+    def __init__(self, path: Path, *, size: int, headers: dict[str, str]) -> None:
+        super().__init__(path, headers=headers)
+        self.size = size  # for the send deadline (observe)
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         if self._eof_sent:

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
 log = logging.getLogger("entrepot.web")
@@ -53,15 +54,33 @@ def raise_fd_limit(ceiling: int = 1 << 20) -> int:
 
 
 def connection_budget(configured: int, *, fds: int) -> int:
-    """Connections one worker may hold: the configured number, at most half the fds (the
-    rest is for cache files, locks and upstream sockets)."""
-    return max(8, min(configured, fds // 2))
+    """Connections one worker may hold: the configured number, at most a quarter of the fds.
+    A connection serving a cached zip holds two (its socket and the file), and the rest is
+    for fetches' locks, staged files and upstream sockets: at half, 127 readers of a zip
+    took all 256 fds and the worker went silent below its own cap."""
+    return max(8, min(configured, fds // 4))
 
 
 def fetch_budget(configured: int, *, fds: int) -> int:
     """Distinct fetches one worker may run: each holds a lock file, a staged file and an
     upstream socket; together they may use at most a quarter of the fds."""
     return max(4, min(configured, fds // 12))
+
+
+class _QuietBadRequests(logging.Filter):
+    """aiohttp logs each malformed request (``GET *``, an 8 KiB URL) with a traceback at
+    ERROR: 1,000 of them wrote 690 KB of log. They are the client's fault and already get a
+    400: keep them out of the log unless it is at debug level."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            return logging.getLogger("entrepot").isEnabledFor(logging.DEBUG)
+        return True
+
+
+def quiet_bad_request_logs() -> None:
+    logging.getLogger("aiohttp.server").addFilter(_QuietBadRequests())
 
 
 class _Refuse(asyncio.Protocol):

@@ -105,13 +105,22 @@ def test_the_memory_cache_forgets_a_purged_file_after_its_recheck(tmp_path: Path
         ('module "example.com/m" // quoted\n\ngo 1.21\n', ["example.com/m"]),
         ("// Deprecated: use x\nmodule `example.com/m`\n", ["example.com/m"]),
         ("module (\n\texample.com/m\n)\n", ["example.com/m"]),
+        ("module(\n\texample.com/m\n)\n", ["example.com/m"]),
+        ("module example.com/m\r\n\r\ngo 1.21\r\n", ["example.com/m"]),
+        ("module example.com/m\nrequire (\n\tmodule v1.0.0\n)\n", ["example.com/m"]),
+        ("module example.com/m\nretract (\n\tv1.0.0 // module broken\n)\n", ["example.com/m"]),
+        ("module example.com/m\ntoolchain go1.22.0\nfuture directive\n", ["example.com/m"]),
         ("go 1.21\nrequire example.com/module v1.0.0\n", []),
         ("module a.example.com\nmodule b.example.com\n", ["a.example.com", "b.example.com"]),
         ("module // nothing\n", [""]),
+        ("module example.com/m\x00\n", None),  # control characters do not lex
+        ("module example.com/m\rmodule example.com/n\n", ["example.com/m"]),  # CR is a blank
+        ("module `example.com/m\n", None),  # unterminated raw string
+        ("module example.com/m\nrequire (\n\tx.example.com v1.0.0\n", None),  # open block
     ],
 )
 def test_module_statements_are_read_as_the_go_command_reads_them(
-    text: str, paths: list[str]
+    text: str, paths: list[str] | None
 ) -> None:
     assert module_paths(text) == paths
 
@@ -120,23 +129,30 @@ def test_module_statements_are_read_as_the_go_command_reads_them(
     ("data", "message"),
     [
         (b"<!DOCTYPE html><html>login</html>", "instead of a go.mod"),
-        (b"module example.com/other\n", "declares module 'example.com/other'"),
         (b"go 1.21\n", "has no module statement"),
         (b"module example.com/m\nmodule example.com/m\n", "2 module statements"),
         (b"module example.com/m\xff\n", "not UTF-8"),
-        (b"module example.com/m/v2\n", "declares module 'example.com/m/v2'"),
+        (b"module example.com/m\x00\n", "not a go.mod"),
+        (b"module example.com/m/v2\n", "of another major version"),
+        (b"module 404 page not found\n", "invalid module path '404'"),
+        (b"module example.com/m\xc2\xa0\n", "invalid module path"),  # NBSP is no blank
     ],
 )
-def test_a_mod_that_is_not_the_requested_modules_is_refused(data: bytes, message: str) -> None:
+def test_a_mod_that_is_not_a_go_mod_of_the_requested_major_is_refused(
+    data: bytes, message: str
+) -> None:
     with pytest.raises(VerificationError, match=message):
         check_go_mod(data, module="example.com/m", version="v1.0.0")
 
 
-def test_a_mod_of_the_requested_module_passes() -> None:
+def test_a_mod_of_the_requested_module_or_of_a_fork_passes() -> None:
     check_go_mod(
         b"module example.com/m/v2\n\ngo 1.21\n", module="example.com/m/v2", version="v2.0.0"
     )
     check_go_mod(b"module gopkg.in/yaml.v3\n", module="gopkg.in/yaml.v3", version="v3.0.1")
+    # A fork used through `replace` declares the path it was forked from; Go accepts it.
+    check_go_mod(b"module example.com/orig/lib\n", module="example.com/fork/lib", version="v1.0.1")
+    check_go_mod(b"module example.com/m\n", module="example.com/m", version="v2.0.0+incompatible")
 
 
 def test_list_lines_that_are_not_versions_are_dropped() -> None:

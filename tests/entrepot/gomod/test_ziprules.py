@@ -740,3 +740,35 @@ def test_str_to_fold_matches_go_exhaustively(tmp_path: Path) -> None:
         theirs = go_min.get(code, code)
         assert ours_to_go.setdefault(ours, theirs) == theirs, hex(code)
         assert go_to_ours.setdefault(theirs, ours) == ours, hex(code)
+
+
+def _zip64_locator(disks: int, disk: int = 0) -> bytes:
+    return struct.pack("<4sLQL", b"PK\x06\x07", disk, 0, disks)
+
+
+@pytest.mark.parametrize("disks", [2, 7])
+def test_a_zip64_locator_claiming_several_disks_is_refused_not_a_crash(
+    tmp_path: Path, disks: int
+) -> None:
+    """Guards a 500 with a traceback on every request (found by the hostile review):
+    zipfile raises BadZipFile from reading the end records."""
+    zip_path = tmp_path / "m.zip"
+    write_zip(zip_path, BASIC)
+    data = zip_path.read_bytes()
+    zip_path.write_bytes(data[:-22] + _zip64_locator(disks) + data[-22:])
+    with pytest.raises(VerificationError, match="not a valid zip file"):
+        verify_zip(zip_path, module=MODULE, version=VERSION)
+
+
+def test_an_end_record_count_that_disagrees_with_the_directory_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Go's archive/zip refuses it, so it must never be cached (found by the hostile review)."""
+    zip_path = tmp_path / "m.zip"
+    write_zip(zip_path, BASIC)
+    data = bytearray(zip_path.read_bytes())
+    end = data.rindex(b"PK\x05\x06")
+    struct.pack_into("<HH", data, end + 8, 0, 0)
+    zip_path.write_bytes(bytes(data))
+    with pytest.raises(VerificationError, match="declares 0 entries"):
+        verify_zip(zip_path, module=MODULE, version=VERSION)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -90,3 +91,25 @@ def test_a_key_too_long_for_the_filesystem_is_absent_not_an_error(tmp_path: Path
     assert asyncio.run(store.stat(key)) is None
     with pytest.raises(NotFoundError, match="too long"):
         asyncio.run(store.put_bytes(key, b"x"))
+
+
+def test_an_idle_live_instance_keeps_its_staging_however_old(tmp_path: Path) -> None:
+    """Guards a starting instance deleting the folders of one that was idle for hours (found
+    by the hostile review): the owner lock, not the age, says who is alive."""
+    idle = FilesystemStorage(tmp_path)
+    long_ago = time.time() - 7 * 3600
+    for entry in [*idle.staging_dir.iterdir(), idle.staging_dir]:
+        os.utime(entry, (long_ago, long_ago))
+    assert remove_stale_staging(tmp_path) == 0
+    assert idle.staging_dir.is_dir()
+    idle.close()
+
+
+def test_a_staging_folder_removed_behind_its_back_is_made_again(tmp_path: Path) -> None:
+    store = FilesystemStorage(tmp_path)
+    shutil.rmtree(store.staging_dir)
+    assert store.writable()
+    shutil.rmtree(store.staging_dir)
+    blob = asyncio.run(store.put_bytes("go/a.info", b"{}"))
+    assert blob.size == 2
+    assert store.staging_dir.is_dir()
