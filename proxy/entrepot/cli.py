@@ -113,7 +113,11 @@ def _purge(data_dir: Path, targets: Sequence[str]) -> int:
 
     code = 0
     for target in targets:
-        module, _, version = target.partition("@")
+        module, at, version = target.partition("@")
+        if at and not version:
+            print(f"entrepot: {target}: give MODULE or MODULE@VERSION", file=sys.stderr)
+            code = 2
+            continue
         try:
             check_path(module)
         except InvalidRequestError as e:

