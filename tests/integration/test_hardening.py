@@ -408,10 +408,15 @@ def test_half_sent_requests_are_dropped_and_extra_connections_refused_fast(
                 socks.append(s)
             time.sleep(0.3)
             started = time.monotonic()
-            busy = httpx.get(mirror.url + "/healthz", timeout=5)
+            busy = httpx.get(mirror.url + "/readyz", timeout=5)
+            other = httpx.get(mirror.url + "/example.com/m/@v/list", timeout=5)
+            alive = httpx.get(mirror.url + "/healthz", timeout=5)
             assert time.monotonic() - started < 1
             assert busy.status_code == 503
             assert busy.headers["Retry-After"] == "1"
+            assert other.status_code == 503
+            # Liveness stays green while full: a busy pod must not be restarted for it.
+            assert alive.status_code == 200
             time.sleep(1.5)  # the header deadline passes
             closed = 0
             for s in socks:

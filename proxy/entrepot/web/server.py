@@ -23,14 +23,23 @@ from aiohttp.web_protocol import RequestHandler
 log = logging.getLogger("entrepot.web")
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
-_BUSY_BODY = b"the mirror has too many open connections; retry shortly\n"
-BUSY_RESPONSE = (
-    b"HTTP/1.1 503 Service Unavailable\r\n"
-    b"Content-Type: text/plain; charset=utf-8\r\n"
-    b"Retry-After: 1\r\n"
-    b"Connection: close\r\n"
-    b"Content-Length: " + str(len(_BUSY_BODY)).encode() + b"\r\n\r\n" + _BUSY_BODY
+
+def _plain(status: bytes, body: bytes, *extra: bytes) -> bytes:
+    return (
+        b"HTTP/1.1 " + status + b"\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n"
+        + b"".join(h + b"\r\n" for h in extra)
+        + b"Connection: close\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+
+
+BUSY_RESPONSE = _plain(
+    b"503 Service Unavailable",
+    b"the mirror has too many open connections; retry shortly\n",
+    b"Retry-After: 1",
 )
+ALIVE_RESPONSE = _plain(b"200 OK", b"ok (at the connection limit)\n")
 
 
 def fd_limit() -> int:
@@ -84,25 +93,39 @@ def quiet_bad_request_logs() -> None:
 
 
 class _Refuse(asyncio.Protocol):
-    """Answers 503 to a connection over the cap and closes it once the request has been read
-    (closing with unread bytes would reset the connection before the client reads the 503),
-    or after a second at most."""
+    """Answers a connection over the cap without parsing HTTP, and closes it once the
+    request has been read (closing with unread bytes would reset the connection before the
+    client reads the answer), or after a second at most.
+
+    The answer is 503, except for ``GET /healthz``: the process is alive, only busy, and a
+    liveness probe that failed here would have the kubelet restart a pod for being popular
+    (``/readyz`` does get 503, which takes the pod out of the Service while it is full).
+    """
 
     GRACE = 1.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        self.transport.write(BUSY_RESPONSE)
         self._seen = b""
-        self._timer = asyncio.get_running_loop().call_later(self.GRACE, self.transport.close)
+        self._answered = False
+        self._timer = asyncio.get_running_loop().call_later(self.GRACE, self._give_up)
 
     def data_received(self, data: bytes) -> None:
-        self._seen = (self._seen + data)[-4:]
+        self._seen = (self._seen + data)[-512:]
+        if not self._answered and b"\r\n" in self._seen:
+            alive = self._seen.startswith((b"GET /healthz ", b"HEAD /healthz "))
+            self.transport.write(ALIVE_RESPONSE if alive else BUSY_RESPONSE)
+            self._answered = True
         if b"\r\n\r\n" in self._seen:
             self.transport.close()
 
-    def eof_received(self) -> bool:
+    def _give_up(self) -> None:
+        if not self._answered:
+            self.transport.write(BUSY_RESPONSE)
         self.transport.close()
+
+    def eof_received(self) -> bool:
+        self._give_up()
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
