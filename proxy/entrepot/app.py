@@ -116,6 +116,8 @@ class Mirror:
         while True:
             await asyncio.sleep(1)
             self.accesslog.flush()
+            memory = self.service.memory
+            self.metrics.record_memory_cache(len(memory), memory.used)
             self.metrics.flush()
 
     async def close(self) -> None:

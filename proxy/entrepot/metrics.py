@@ -107,6 +107,18 @@ class Metrics:
         self._pending_bytes: dict[str, int] = {}
         self._pending_cache: dict[tuple[str, str], int] = {}
         self._pending_durations: dict[str, list[float]] = {}  # [sum, count per bucket...]
+        self.memory_cache_items = Gauge(
+            "entrepot_memory_cache_items",
+            "Small answers (.info, .mod) held in memory.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.memory_cache_bytes = Gauge(
+            "entrepot_memory_cache_bytes",
+            "What the memory cache charges for its items (bodies, keys and per-item overhead).",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.inflight = Gauge(
             "entrepot_upstream_fetches_in_flight",
             "Upstream fetches running now.",
@@ -153,6 +165,10 @@ class Metrics:
     ) -> None:
         self.upstream.labels(upstream, operation, outcome).inc()
         self.upstream_duration.labels(upstream, operation).observe(seconds)
+
+    def record_memory_cache(self, items: int, charged: int) -> None:
+        self.memory_cache_items.set(items)
+        self.memory_cache_bytes.set(charged)
 
     def record_refused_connection(self) -> None:
         self.refused_connections.inc()

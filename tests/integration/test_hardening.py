@@ -86,6 +86,57 @@ def test_one_missing_path_asked_thousands_of_times_costs_one_fetch_and_no_memory
     assert after - before < 6 * 1024, f"RSS grew by {after - before} KiB"
 
 
+# -- 10. the memory cache -----------------------------------------------------------------
+
+
+def test_the_memory_cache_holds_what_its_budget_allows_not_what_its_bodies_add_up_to(
+    tmp_path: Path,
+) -> None:
+    """Guards 64 MiB of .info bodies becoming 1.25 million items and 833 MiB of RSS: the
+    cache counted body bytes only (~50 per .info)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # any version of any module exists
+            version = self.path.rsplit("/", 1)[-1].removesuffix(".info")
+            body = json.dumps({"Version": version, "Time": "2024-01-02T03:04:05Z"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    budget = 128 << 10
+    with serve(Handler) as up:
+        cfg = _config(tmp_path, f'go:\n  proxy: "{up}"\n  cache:\n    memory_bytes: {budget}\n')
+        with running_server(tmp_path, config=cfg, args=["--workers", "1"]) as mirror:
+
+            async def ask_all() -> set[int]:
+                limits = httpx.Limits(max_connections=32)
+                async with httpx.AsyncClient(base_url=mirror.url, limits=limits) as client:
+                    gate = asyncio.Semaphore(32)
+
+                    async def one(i: int) -> int:
+                        async with gate:
+                            r = await client.get(f"/{MOD.path}/@v/v1.0.{i}.info", timeout=60)
+                            return r.status_code
+
+                    return set(await asyncio.gather(*(one(i) for i in range(1200))))
+
+            assert asyncio.run(ask_all()) == {200}
+            time.sleep(1.5)  # the gauges are set once a second
+            metrics = httpx.get(mirror.url + "/metrics").text
+    values = {
+        line.split()[0]: float(line.split()[1])
+        for line in metrics.splitlines()
+        if line.startswith("entrepot_memory_cache_")
+    }
+    assert values["entrepot_memory_cache_bytes"] <= budget
+    # Bodies alone (~50 bytes) would have let all 1,200 in; the overhead allows ~200.
+    assert 50 < values["entrepot_memory_cache_items"] <= budget // 512
+
+
 # -- 3. route patterns ------------------------------------------------------------------------
 
 
