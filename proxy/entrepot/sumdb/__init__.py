@@ -1,0 +1,1 @@
+"""The Go checksum database protocol: signed notes, transparency-log hashes, proofs and tiles."""
