@@ -134,7 +134,7 @@ def is_valid_name(name: str) -> bool:
     return name != "" and "+" not in name and not any(c in _SPACES for c in name)
 
 
-def _b64decode(text: str) -> bytes | None:
+def b64decode_strict(text: str) -> bytes | None:
     """Go's base64.StdEncoding.DecodeString, strictly: padded, standard alphabet, no spaces.
 
     (Go also skips ``\\r`` and ``\\n`` inside the text; no signature line can hold them, and a
@@ -191,7 +191,7 @@ def parse_verifier_key(vkey: str) -> Ed25519Verifier:
     name, _, rest = vkey.partition("+")
     hash16, _, key64 = rest.partition("+")
     hash_ = _parse_hash16(hash16)
-    key = _b64decode(key64)
+    key = b64decode_strict(key64)
     if hash_ is None or key is None or not is_valid_name(name) or not key:
         raise InvalidKeyError("malformed verifier id")
     if hash_ != key_hash(name, key):
@@ -210,7 +210,7 @@ def parse_signer_key(skey: str) -> Ed25519Signer:
     name, _, rest = rest.partition("+")
     hash16, _, key64 = rest.partition("+")
     hash_ = _parse_hash16(hash16)
-    key = _b64decode(key64)
+    key = b64decode_strict(key64)
     if (
         priv1 != "PRIVATE"
         or priv2 != "KEY"
@@ -319,7 +319,7 @@ def open_note(msg: bytes, verifiers: Verifiers | None) -> Note:
             raise MalformedNoteError()
         line = full_line[len(_SIG_PREFIX) :]
         name, _, b64 = line.decode("utf-8").partition(" ")
-        sig = _b64decode(b64)
+        sig = b64decode_strict(b64)
         if sig is None or not is_valid_name(name) or b64 == "" or len(sig) < 5:
             raise MalformedNoteError()
         hash_ = int.from_bytes(sig[:4], "big")
@@ -376,7 +376,7 @@ def sign(note: Note | str, *signers: Signer) -> bytes:
             raise MalformedNoteError()
         if (old.name, old.key_hash) in have:
             continue
-        raw = _b64decode(old.base64)
+        raw = b64decode_strict(old.base64)
         if raw is None or len(raw) < 4 or int.from_bytes(raw[:4], "big") != old.key_hash:
             raise MalformedNoteError()
         out.append(_SIG_PREFIX + f"{old.name} {old.base64}\n".encode())

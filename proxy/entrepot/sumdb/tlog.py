@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from entrepot.errors import InvalidRequestError, VerificationError
+from entrepot.sumdb.note import b64decode_strict
 
 HASH_SIZE = 32
 EMPTY_TREE_HASH = bytes(HASH_SIZE)  # the tree of size zero has an all-zero hash, by definition
@@ -87,7 +88,7 @@ def node_hash(left: bytes, right: bytes) -> bytes:
 
 def parse_hash(text: str) -> bytes:
     """A base64 hash as printed in tree heads; raises TlogError if it is not 32 bytes."""
-    data = _b64decode(text)
+    data = b64decode_strict(text)
     if data is None or len(data) != HASH_SIZE:
         raise TlogError("malformed hash")
     return data
@@ -95,16 +96,6 @@ def parse_hash(text: str) -> bytes:
 
 def format_hash(h: bytes) -> str:
     return binascii.b2a_base64(h, newline=False).decode("ascii")
-
-
-def _b64decode(text: str) -> bytes | None:
-    """Go's base64.StdEncoding.DecodeString: padded, standard alphabet, nothing else."""
-    if len(text) % 4 != 0:
-        return None
-    try:
-        return binascii.a2b_base64(text.encode("ascii"), strict_mode=True)
-    except (binascii.Error, UnicodeEncodeError):
-        return None
 
 
 def _maxpow2(n: int) -> tuple[int, int]:
@@ -413,7 +404,7 @@ def parse_tree(text: bytes) -> Tree:
     n = _parse_int64(lines[1], signed=False)
     if n is None:
         raise MalformedTreeError()
-    h = _b64decode(lines[2].decode("ascii", errors="replace"))
+    h = b64decode_strict(lines[2].decode("ascii", errors="replace"))
     if h is None or len(h) != HASH_SIZE:
         raise MalformedTreeError()
     return Tree(n, h)
