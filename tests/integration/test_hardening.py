@@ -17,7 +17,6 @@ import time
 import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import httpx
@@ -26,7 +25,7 @@ import pytest
 from support.gocmd import GoClient
 from support.modules import FixtureModule, simple
 from support.servers import running_server, server_env
-from support.slow import Script, scripted_upstream, serve
+from support.slow import QuietHandler, Script, scripted_upstream, serve
 
 pytestmark = pytest.mark.integration
 
@@ -95,17 +94,10 @@ def test_the_memory_cache_holds_what_its_budget_allows_not_what_its_bodies_add_u
     """Guards 64 MiB of .info bodies becoming 1.25 million items and 833 MiB of RSS: the
     cache counted body bytes only (~50 per .info)."""
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:  # any version of any module exists
             version = self.path.rsplit("/", 1)[-1].removesuffix(".info")
-            body = json.dumps({"Version": version, "Time": "2024-01-02T03:04:05Z"}).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
+            self.reply(200, json.dumps({"Version": version, "Time": MOD.time}).encode())
 
     budget = 128 << 10
     with serve(Handler) as up:
@@ -255,23 +247,14 @@ def test_a_failing_refresh_is_remembered_and_the_stale_copy_served_at_once(
     state = {"fail": False}
     seen: list[str] = []
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             seen.append(self.path)
             if state["fail"]:
                 time.sleep(1)  # a slow failure: nobody should wait for it twice
-                self.send_response(503)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            body = b"v1.0.0\n"
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
+                self.reply(503)
+            else:
+                self.reply(200, b"v1.0.0\n")
 
     path = f"/{MOD.path}/@v/list"
     with serve(Handler) as up:

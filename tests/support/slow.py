@@ -21,6 +21,19 @@ class Script:
     basic_auth: str | None = None  # "user:password" the upstream demands, if any
 
 
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler that does not log each request to stderr, with a one-call answer."""
+
+    def reply(self, status: int, body: bytes = b"") -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
 @contextlib.contextmanager
 def serve(handler: type[BaseHTTPRequestHandler], host: str = "127.0.0.1") -> Iterator[str]:
     """Run ``handler`` on a threaded HTTP server on ``host`` (any free port); yield its URL."""
