@@ -37,6 +37,7 @@ class AccessLog:
         seconds: float,
         sent: int,
         remote: str | None,
+        note: str | None = None,
     ) -> None:
         if not self.enabled:
             return
@@ -44,7 +45,9 @@ class AccessLog:
             f'{{"ts":{time.time():.3f},"method":{json.dumps(method)},"path":{json.dumps(path)},'
             f'"endpoint":"{endpoint}","module":{_str(module)},"version":{_str(version)},'
             f'"cache":{_str(cache)},"status":{status},"duration_ms":{seconds * 1000:.3f},'
-            f'"bytes":{sent},"remote":{_str(remote)}}}\n'
+            f'"bytes":{sent},"remote":{_str(remote)}'
+            + (f',"sumdb":"{note}"' if note else "")
+            + "}\n"
         )
 
     def flush(self) -> None:

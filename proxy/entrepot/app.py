@@ -16,8 +16,8 @@ from aiohttp import web
 
 from entrepot import __version__
 from entrepot.accesslog import AccessLog
-from entrepot.config import Settings, parse_proxy_list, split_host_port
-from entrepot.errors import ConfigError, NotFoundError, redact
+from entrepot.config import Settings, SumDatabase, parse_proxy_list, split_host_port
+from entrepot.errors import ConfigError, redact
 from entrepot.gomod.direct import DirectUpstream
 from entrepot.gomod.handlers import GoHandlers
 from entrepot.gomod.paths import endpoint_of
@@ -25,6 +25,9 @@ from entrepot.gomod.service import GoService, Router, Rule
 from entrepot.gomod.upstream import Chain, ProxyUpstream, Upstream, build_chain, read_netrc
 from entrepot.metrics import CONTENT_TYPE, Endpoint, Metrics
 from entrepot.storage.filesystem import FilesystemStorage, unique_owner
+from entrepot.sumdb.handlers import SumdbHandlers
+from entrepot.sumdb.note import VerifierList, parse_verifier_key
+from entrepot.sumdb.service import DatabaseConfig, Hop, SumdbService
 from entrepot.web.observe import observer
 from entrepot.web.responses import TEXT
 from entrepot.web.routes import RouteTable
@@ -89,11 +92,74 @@ def build_router(
         return build_chain(parse_proxy_list(text), make_proxy=make_proxy, direct=direct)
 
     rules = [
-        Rule(r.patterns, chain=chain(r.proxy) if r.proxy else None, deny=r.deny)
+        Rule(r.patterns, chain=chain(r.proxy) if r.proxy else None, deny=r.deny, sumdb=r.sumdb)
         for r in go.routes or []
     ]
     upstreams: list[Upstream] = list(proxies.values()) + ([direct] if direct else [])
     return Router(rules, chain(go.proxy or "off")), upstreams
+
+
+def read_sumdb_key(db: SumDatabase) -> str:
+    if db.key is not None:
+        return db.key
+    assert db.key_file is not None
+    try:
+        key = db.key_file.read_text().strip()
+    except OSError as e:
+        raise ConfigError(
+            f"go.sumdb.databases[{db.name}].key_file: cannot read {db.key_file}: {e.strerror}"
+        ) from e
+    if key.split("+", 1)[0] != db.name:
+        raise ConfigError(
+            f"go.sumdb.databases[{db.name}].key_file: {db.key_file} holds a key for"
+            f" {key.split('+', 1)[0]!r}, not {db.name!r}"
+        )
+    return key
+
+
+def build_sumdb(
+    settings: Settings, *, client: httpx.AsyncClient, storage: FilesystemStorage, metrics: Metrics
+) -> SumdbService:
+    """Each database with its key and its hops: proxies (asked /supported first), itself."""
+    go = settings.go
+    tokens = _read_tokens(settings)
+    netrc = read_netrc(go.credentials.netrc_file) if go.credentials.netrc_file else {}
+
+    def fetcher(url: str) -> ProxyUpstream:
+        return ProxyUpstream(
+            url,
+            client=client,
+            tokens=tokens,
+            netrc=netrc,
+            small_deadline=go.upstream_timeout,
+            min_rate=go.min_transfer_rate,
+            rate_window=go.min_rate_window,
+        )
+
+    configs = []
+    for db in go.sumdb.databases or []:
+        verifier = parse_verifier_key(read_sumdb_key(db))
+        hops = []
+        for entry in parse_proxy_list(db.proxy or go.proxy or "direct"):
+            if entry.kind == "proxy":
+                base = f"{entry.url.rstrip('/')}/sumdb/{db.name}"
+                hops.append(Hop(fetcher(base), True, entry.fall_back_on_error))
+            elif entry.kind == "direct":
+                hops.append(Hop(fetcher(db.direct_url), False, entry.fall_back_on_error))
+            elif entry.kind == "off":
+                hops.append(Hop(None, False, False))
+        if not hops:  # only file:// entries: the go command would go to the database itself
+            hops.append(Hop(fetcher(db.direct_url), False, False))
+        configs.append(DatabaseConfig(db.name, VerifierList(verifier), hops, db.patterns))
+    return SumdbService(
+        configs,
+        storage=storage,
+        metrics=metrics,
+        cache=go.cache,
+        latest_ttl=go.sumdb.latest_ttl,
+        no_sum=go.sumdb.no_sum or "",
+        unreachable=go.sumdb.unreachable,
+    )
 
 
 @dataclass
@@ -149,6 +215,7 @@ def build_mirror(
         trust_env=True,
     )
     router, _ = build_router(settings, client=client, data_dir=storage.root)
+    sumdb = build_sumdb(settings, client=client, storage=storage, metrics=metrics)
     service = GoService(
         storage=storage,
         router=router,
@@ -158,6 +225,7 @@ def build_mirror(
         limits=settings.limits
         if max_fetches is None
         else settings.limits.model_copy(update={"max_fetches": max_fetches}),
+        sums=sumdb if sumdb.databases else None,
     )
     handlers = GoHandlers(service, settings.go.cache)
 
@@ -169,6 +237,9 @@ def build_mirror(
         request["endpoint"] = "health"
         if not storage.writable():
             return web.Response(status=503, text=f"storage not writable: {storage.root}\n")
+        failed = await sumdb.status()
+        if failed:
+            return web.Response(status=503, text="".join(f"{line}\n" for line in failed))
         free, keep = storage.free_bytes(), settings.limits.min_free_bytes
         if free < keep:
             return web.Response(
@@ -193,19 +264,14 @@ def build_mirror(
             headers={"Content-Type": TEXT},
         )
 
-    async def sumdb(request: web.BaseRequest) -> web.Response:
-        request["endpoint"] = "sumdb"
-        raise NotFoundError(
-            "this mirror does not proxy checksum databases yet; the go command will ask the"
-            " next GOPROXY entry or the database itself"
-        )
-
     routes = RouteTable(fallback=handlers.handle)
     routes.add("/healthz", healthz)
     routes.add("/readyz", readyz)
     routes.add("/metrics", metrics_page)
     routes.add("/", index)
-    routes.add_prefix("/sumdb/", sumdb)
+    routes.add_prefix(
+        "/sumdb/", SumdbHandlers(sumdb, latest_ttl=settings.go.sumdb.latest_ttl).handle
+    )
     handler = observer(
         routes.dispatch,
         metrics=metrics,

@@ -39,6 +39,7 @@ from pydantic.alias_generators import to_camel
 
 from entrepot.errors import ConfigError
 from entrepot.gomod.module import match_prefix_patterns
+from entrepot.sumdb.note import parse_verifier_key
 
 ENV_PREFIX = "ENTREPOT_"
 
@@ -183,6 +184,22 @@ def settings_warnings(settings: Settings) -> list[str]:
     out = []
     for i, route in enumerate(settings.go.routes or []):
         out += pattern_warnings(route.patterns, where=f"go.routes[{i}].patterns")
+    sumdb = settings.go.sumdb
+    if sumdb.databases == []:
+        out.append(
+            "go.sumdb: no checksum database (GOSUMDB=off or databases: []): modules are"
+            " checked by the zip rules only, and /sumdb/ answers 404"
+        )
+    if sumdb.no_sum:
+        out += pattern_warnings(sumdb.no_sum, where="go.sumdb.no_sum")
+    for i, db in enumerate(sumdb.databases or []):
+        if db.patterns:
+            out += pattern_warnings(db.patterns, where=f"go.sumdb.databases[{i}].patterns")
+    if sumdb.unreachable == "serve_unverified":
+        out.append(
+            "go.sumdb.unreachable is serve_unverified: while a database is unreachable,"
+            " modules are served and cached without their checksum being checked"
+        )
     return out
 
 
@@ -224,6 +241,13 @@ class Route(_Model):
     deny: str | None = Field(
         default=None,
         description="Refuse these paths with 403 and this explanation. Exactly one of proxy/deny.",
+    )
+    sumdb: bool = Field(
+        default=True,
+        description=(
+            "false: modules on this route are never looked up in a checksum database (as if"
+            " listed in go.sumdb.no_sum); the zip rules still apply."
+        ),
     )
 
     _patterns = field_validator("patterns")(classmethod(lambda cls, v: _check_patterns(v)))
@@ -347,6 +371,140 @@ class Direct(_Model):
     )
 
 
+KEY_PATTERN = r"^[^+\s]+\+[0-9a-f]{8}\+[A-Za-z0-9+/]+=*$"
+
+
+def _check_key(value: str | None) -> str | None:
+    if value is not None:
+        parse_verifier_key(value.strip())  # raises InvalidKeyError (a ConfigError) with why
+        return value.strip()
+    return value
+
+
+class SumDatabase(_Model):
+    """A checksum database: served at ``/sumdb/<name>/`` and checked before a module is stored."""
+
+    name: str = Field(
+        description=(
+            "The database's name, as in GOSUMDB and in its key (e.g. 'sum.example.com';"
+            " a name may hold a path: 'db.example.com/sub')."
+        ),
+        min_length=1,
+        max_length=253,
+        json_schema_extra={"pattern": r"^[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*$"},
+    )
+    key: str | None = Field(
+        default=None,
+        description=(
+            "Verifier key '<name>+<hash>+<base64 Ed25519 key>' (GOSUMDB's first field)."
+            " One of key/key_file."
+        ),
+        json_schema_extra={"pattern": KEY_PATTERN},
+    )
+    key_file: Path | None = Field(
+        default=None,
+        description="A file holding the verifier key (a mounted Secret). One of key/key_file.",
+    )
+    url: str | None = Field(
+        default=None,
+        description="Where 'direct' reaches the database. Unset: https://<name>.",
+        json_schema_extra={"pattern": r"^https?://\S+$"},
+    )
+    proxy: str | None = Field(
+        default=None,
+        description=(
+            "GOPROXY-style chain to reach the database through: each proxy's"
+            " /sumdb/<name> is used once it answers /supported, 'direct' is the database's"
+            " url, 'off' stops (only cached answers are served). Unset: go.proxy, as the go"
+            " command does."
+        ),
+        json_schema_extra={"pattern": PROXY_LIST_PATTERN},
+    )
+    patterns: str | None = Field(
+        default=None,
+        description=(
+            "Module path globs this database vouches for. Unset: every module not matched by"
+            " no_sum or by an earlier database's patterns."
+        ),
+        json_schema_extra={"pattern": PATTERNS_PATTERN},
+    )
+
+    _key = field_validator("key")(classmethod(lambda cls, v: _check_key(v)))
+    _proxy = field_validator("proxy")(classmethod(lambda cls, v: _check_proxy_list(v)))
+    _patterns = field_validator("patterns")(
+        classmethod(lambda cls, v: None if v is None else _check_patterns(v))
+    )
+
+    @field_validator("key_file")
+    @classmethod
+    def _absolute(cls, path: Path | None) -> Path | None:
+        return path.absolute() if path is not None else None
+
+    @model_validator(mode="after")
+    def _one_key(self) -> SumDatabase:
+        if (self.key is None) == (self.key_file is None):
+            raise ValueError("a checksum database needs exactly one of 'key' or 'key_file'")
+        if self.key is not None and self.key.split("+", 1)[0] != self.name:
+            raise ValueError(
+                f"the key names database {self.key.split('+', 1)[0]!r}, not {self.name!r}"
+            )
+        return self
+
+    @property
+    def direct_url(self) -> str:
+        return (self.url or f"https://{self.name}").rstrip("/")
+
+
+class SumdbSettings(_Model):
+    """Checksum databases: verify every module before it is cached, and serve /sumdb/."""
+
+    databases: list[SumDatabase] | None = Field(
+        default=None,
+        description=(
+            "The databases. Unset: the server's GOSUMDB (else `go env GOSUMDB`; for the go"
+            " command's built-in default its key is read from the local toolchain);"
+            " an empty list (or GOSUMDB=off) turns verification off, with a warning."
+        ),
+    )
+    no_sum: str | None = Field(
+        default=None,
+        description=(
+            "Module path globs never sent to a database (checked by the zip rules only)."
+            " Unset: GONOSUMDB, else GOPRIVATE, of the server's Go environment."
+        ),
+        json_schema_extra={"pattern": rf"^({PATTERNS_PATTERN[1:-1]})?$"},
+    )
+    unreachable: Literal["refuse", "serve_unverified"] = Field(
+        default="refuse",
+        description=(
+            "A module not yet verified while its database cannot be reached: 'refuse' (503,"
+            " nothing stored) or 'serve_unverified' (served and marked in the access log and"
+            " entrepot_sumdb_unverified_total; verified on a later serve)."
+        ),
+    )
+    latest_ttl: Duration = Field(
+        default=60.0,
+        description=(
+            "Age after which a database's signed tree head (/latest) is fetched again;"
+            " go.cache.stale_while_revalidate and max_stale apply as for lists."
+        ),
+    )
+
+    @field_validator("no_sum")
+    @classmethod
+    def _no_sum(cls, value: str | None) -> str | None:
+        if value is None or not value.strip(","):
+            return value if value is None else ""
+        return _check_patterns(value)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> SumdbSettings:
+        names = [d.name for d in self.databases or []]
+        if len(names) != len(set(names)):
+            raise ValueError(f"database names must be distinct: {names}")
+        return self
+
+
 class GoSettings(_Model):
     """The Go module proxy."""
 
@@ -368,6 +526,7 @@ class GoSettings(_Model):
     cache: GoCache = Field(default_factory=GoCache)
     direct: Direct = Field(default_factory=Direct)
     credentials: Credentials = Field(default_factory=Credentials)
+    sumdb: SumdbSettings = Field(default_factory=SumdbSettings)
     upstream_timeout: Duration = Field(
         default=60.0,
         description=(
@@ -614,6 +773,8 @@ def _with_go_defaults(settings: Settings, env: Mapping[str, str]) -> Settings:
             "GOPRIVATE", env, go_binary=binary
         )
         updates["routes"] = [{"patterns": private, "proxy": "direct"}] if private.strip() else []
+    if go.sumdb.databases is None or go.sumdb.no_sum is None:
+        updates["sumdb"] = _sumdb_from_go_env(go.sumdb, env, binary)
     if not go.direct.insecure:
         insecure = go_env("GOINSECURE", env, go_binary=binary)
         if insecure:
@@ -629,6 +790,64 @@ def _with_go_defaults(settings: Settings, env: Mapping[str, str]) -> Settings:
         ) from e
     _refuse_self_loop(result)
     return result
+
+
+_KNOWN_KEY = re.compile(r'"([^"\s]+)"\s*:\s*"([^"\s]+\+[0-9a-f]{8}\+[A-Za-z0-9+/=]+)"')
+
+
+def toolchain_sumdb_keys(env: Mapping[str, str], *, go_binary: str = "go") -> dict[str, str]:
+    """The checksum databases the local go command knows by name, with their keys.
+
+    Read from the toolchain's own source (``$GOROOT/src/cmd/go/internal/modfetch/key.go``),
+    so no key is written into this project and a toolchain update carries a key rotation.
+    """
+    goroot = go_env("GOROOT", env, go_binary=go_binary)
+    if not goroot:
+        return {}
+    try:
+        text = (Path(goroot) / "src/cmd/go/internal/modfetch/key.go").read_text()
+    except OSError:
+        return {}
+    return {name: key for name, key in _KNOWN_KEY.findall(text) if key.startswith(name + "+")}
+
+
+def parse_gosumdb(value: str, known: Mapping[str, str]) -> list[dict[str, Any]]:
+    """GOSUMDB (``off``, ``name``, ``key`` or ``key url``) → database settings, as the go
+    command reads it. A URL in GOSUMDB bypasses proxies, as it does for the go command."""
+    fields = value.split()
+    if not fields or fields == ["off"]:
+        return []
+    if len(fields) > 2:
+        raise ConfigError(f"GOSUMDB={value!r}: too many fields (want 'key' or 'key url')")
+    key = known.get(fields[0], fields[0])
+    if "+" not in key:
+        raise ConfigError(
+            f"GOSUMDB={value!r}: the local go command knows no key for {fields[0]!r}; give"
+            " the full verifier key ('name+hash+key') in GOSUMDB or in go.sumdb.databases"
+        )
+    db: dict[str, Any] = {"name": key.split("+", 1)[0], "key": key}
+    if len(fields) == 2:
+        db["url"] = fields[1]
+        db["proxy"] = "direct"
+    return [db]
+
+
+def _sumdb_from_go_env(sumdb: SumdbSettings, env: Mapping[str, str], binary: str) -> dict[str, Any]:
+    out = sumdb.model_dump(mode="json")
+    if sumdb.databases is None:
+        value = go_env("GOSUMDB", env, go_binary=binary)
+        if not value:
+            raise ConfigError(
+                "no checksum database configured and `go env GOSUMDB` gave nothing: set"
+                " go.sumdb.databases (or [] to turn verification off) or GOSUMDB"
+            )
+        known = toolchain_sumdb_keys(env, go_binary=binary) if "+" not in value else {}
+        out["databases"] = parse_gosumdb(value, known)
+    if sumdb.no_sum is None:
+        out["no_sum"] = go_env("GONOSUMDB", env, go_binary=binary) or go_env(
+            "GOPRIVATE", env, go_binary=binary
+        )
+    return out
 
 
 def _refuse_self_loop(settings: Settings) -> None:
@@ -687,11 +906,14 @@ def reference_markdown() -> str:
     lines = ["| key | type | default | meaning (environment variable) |", "|---|---|---|---|"]
     for key, kind, default, meaning in _walk(Settings, ""):
         lines.append(f"| {key} | {kind} | {default} | {meaning} |")
-    lines.append("")
-    lines.append("`go.routes[]` items:")
-    lines.append("")
-    lines.append("| key | type | default | meaning |")
-    lines.append("|---|---|---|---|")
-    for key, kind, default, meaning in _walk(Route, ""):
-        lines.append(f"| {key} | {kind} | {default} | {meaning.rsplit(' (`', 1)[0]} |")
+    for title, model in (("go.routes[]", Route), ("go.sumdb.databases[]", SumDatabase)):
+        lines += [
+            "",
+            f"`{title}` items:",
+            "",
+            "| key | type | default | meaning |",
+            "|---|---|---|---|",
+        ]
+        for key, kind, default, meaning in _walk(model, ""):
+            lines.append(f"| {key} | {kind} | {default} | {meaning.rsplit(' (`', 1)[0]} |")
     return "\n".join(lines) + "\n"

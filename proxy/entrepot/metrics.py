@@ -98,6 +98,26 @@ class Metrics:
             ["endpoint", "outcome"],
             registry=r,
         )
+        self.sumdb_failures = Counter(
+            "entrepot_sumdb_verification_failures_total",
+            "Checksum-database answers or module bytes refused, by database and reason.",
+            ["db", "reason"],
+            registry=r,
+        )
+        self.sumdb_unverified = Counter(
+            "entrepot_sumdb_unverified_total",
+            "Module files served without a checksum-database check (database unreachable and"
+            " go.sumdb.unreachable is serve_unverified).",
+            ["db"],
+            registry=r,
+        )
+        self.sumdb_tree_size = Gauge(
+            "entrepot_sumdb_tree_size",
+            "Records in the latest verified tree head of each checksum database.",
+            ["db"],
+            registry=r,
+            multiprocess_mode="max",
+        )
         self.refused_connections = Counter(
             "entrepot_http_connections_refused_total",
             "Connections answered 503 and closed because the worker held limits.max_connections.",
@@ -178,6 +198,15 @@ class Metrics:
 
     def record_verification_failure(self, endpoint: Endpoint) -> None:
         self.verification_failures.labels(endpoint).inc()
+
+    def record_sumdb_failure(self, db: str, reason: str) -> None:
+        self.sumdb_failures.labels(db, reason).inc()
+
+    def record_sumdb_unverified(self, db: str) -> None:
+        self.sumdb_unverified.labels(db).inc()
+
+    def record_sumdb_tree(self, db: str, size: int) -> None:
+        self.sumdb_tree_size.labels(db).set(size)
 
     def record_refresh(self, endpoint: Endpoint, outcome: Literal["ok", "error"]) -> None:
         self.background_refreshes.labels(endpoint, outcome).inc()

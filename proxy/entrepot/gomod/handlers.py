@@ -42,6 +42,8 @@ class GoHandlers:
         else:
             answer = await service.zip(req.module, req.version)
         request["cache"] = answer.cache
+        if answer.unverified:
+            request["sumdb"] = "unverified"
         return self.respond(request, answer)
 
     def respond(self, request: web.BaseRequest, answer: Answer) -> web.StreamResponse:
@@ -51,6 +53,8 @@ class GoHandlers:
             cache_control=cache_control(answer.kind, self.cache),
         )
         headers["X-Entrepot-Cache"] = answer.cache
+        if answer.unverified:
+            headers["X-Entrepot-Sumdb"] = "unverified"
         if answer.stale_reason is not None:
             headers["Warning"] = '110 - "Response is Stale"'
             headers["X-Entrepot-Stale-Reason"] = header_safe(answer.stale_reason)

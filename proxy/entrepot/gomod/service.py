@@ -16,13 +16,13 @@ import asyncio
 import functools
 import json
 import logging
-import os
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
+from entrepot.caches import FailureCache, MemoryCache
 from entrepot.coalesce import Coalescer
 from entrepot.config import GoCache, Limits
 from entrepot.errors import (
@@ -45,7 +45,7 @@ from entrepot.gomod.module import (
 )
 from entrepot.gomod.policy import POLICY, Kind, can_serve_stale, freshness
 from entrepot.gomod.upstream import Chain, Upstream
-from entrepot.gomod.ziprules import verify_zip
+from entrepot.gomod.ziprules import h1_mod, verify_zip
 from entrepot.metrics import CacheResult, Endpoint, Metrics
 from entrepot.storage.base import BlobInfo, Storage, os_errors
 
@@ -71,6 +71,28 @@ class Answer:
     body: bytes | None
     cache: CacheResult
     stale_reason: str | None = None
+    unverified: bool = False
+
+
+Verdict = Literal["verified", "unverified", "unchecked"]
+
+
+class SumChecker(Protocol):
+    """A checksum database check (entrepot.sumdb.service.SumdbService), injected by the app."""
+
+    def covers(self, module: str) -> bool: ...
+
+    async def expected(self, module: str, version: str) -> Any: ...
+
+    async def check(
+        self,
+        module: str,
+        version: str,
+        what: Literal["zip", "mod"],
+        h1: str,
+        *,
+        expected: Awaitable[Any] | None = None,
+    ) -> Verdict: ...
 
 
 @dataclass(frozen=True)
@@ -78,6 +100,7 @@ class Rule:
     patterns: str
     chain: Chain | None = None
     deny: str | None = None
+    sumdb: bool = True
 
 
 class Router:
@@ -99,125 +122,12 @@ class Router:
                 return rule.chain
         return self.default
 
-
-class MemoryCache:
-    """A byte-bounded LRU of small immutable answers (.info, .mod): no disk read on a hit.
-
-    Each item is charged its key and body plus :data:`ITEM_OVERHEAD`, the Python objects that
-    hold it: counting bodies alone let 64 MiB of tiny ``.info`` answers become 1.25 million
-    items and 833 MiB of RSS. An item older than :data:`RECHECK_SECONDS` is checked against
-    its file again (one ``stat``), so an entry purged on disk leaves every worker's memory too.
-    """
-
-    ITEM_OVERHEAD = 512
-    RECHECK_SECONDS = 60.0
-
-    def __init__(self, max_bytes: int, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self.max_bytes = max_bytes
-        self.used = 0
-        self.clock = clock
-        self._items: OrderedDict[str, tuple[BlobInfo, bytes, float]] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def _cost(self, key: str, body: bytes) -> int:
-        return len(key) + len(body) + self.ITEM_OVERHEAD
-
-    def get(self, key: str) -> tuple[BlobInfo, bytes] | None:
-        item = self._items.get(key)
-        if item is None:
-            return None
-        blob, body, checked = item
-        now = self.clock()
-        if now - checked > self.RECHECK_SECONDS:
-            if not _same_file(blob):
-                self._drop(key)
-                return None
-            self._items[key] = (blob, body, now)
-        self._items.move_to_end(key)
-        return blob, body
-
-    def put(self, key: str, blob: BlobInfo, body: bytes) -> None:
-        cost = self._cost(key, body)
-        if cost > self.max_bytes // 16 or key in self._items:
-            return
-        self._items[key] = (blob, body, self.clock())
-        self.used += cost
-        while self.used > self.max_bytes:
-            old_key, (_, old, _) = self._items.popitem(last=False)
-            self.used -= self._cost(old_key, old)
-
-    def _drop(self, key: str) -> None:
-        _, body, _ = self._items.pop(key)
-        self.used -= self._cost(key, body)
-
-
-def _same_file(blob: BlobInfo) -> bool:
-    """Whether the blob's file is still the one that was read (not purged or replaced)."""
-    if blob.path is None:
+    def sum_checked(self, module: str) -> bool:
+        """False when the first rule matching the module turns checksum databases off."""
+        for rule in self.rules:
+            if match_prefix_patterns(rule.patterns, module):
+                return rule.sumdb
         return True
-    try:
-        st = os.stat(blob.path)
-    except OSError:
-        return False
-    return st.st_mtime_ns == blob.mtime_ns and st.st_size == blob.size
-
-
-class FailureCache:
-    """Recent failed fetches, so a storm of requests for one bad path is one upstream request.
-
-    'Not found' is remembered for ``not_found_ttl``, other upstream failures (timeouts, 5xx,
-    refused bytes) for ``error_ttl``. Only the error's class and message are kept and a fresh
-    exception is raised on each hit: re-raising one stored exception grew its traceback by a
-    frame chain per request and pinned every request's frames (60,000 hits on one 404 path took
-    a worker from 62 MB to 472 MB). The cache is bounded by bytes, oldest entries dropped.
-    """
-
-    ITEM_OVERHEAD = 256
-
-    def __init__(self, *, not_found_ttl: float, error_ttl: float, max_bytes: int) -> None:
-        self.not_found_ttl = not_found_ttl
-        self.error_ttl = error_ttl
-        self.max_bytes = max_bytes
-        self.used = 0
-        self._items: OrderedDict[str, tuple[float, type[EntrepotError], str]] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def get(self, key: str, now: float) -> EntrepotError | None:
-        item = self._items.get(key)
-        if item is None:
-            return None
-        expires, kind, message = item
-        if expires <= now:
-            self._drop(key)
-            return None
-        return kind(message)
-
-    def put(self, key: str, error: EntrepotError, now: float) -> None:
-        ttl = self.not_found_ttl if isinstance(error, NotFoundError) else self.error_ttl
-        if ttl <= 0 or not isinstance(error, NotFoundError | UpstreamError | VerificationError):
-            return
-        if key in self._items:
-            self._drop(key)
-        message = error.message
-        self._items[key] = (now + ttl, type(error), message)
-        self.used += self._cost(key, message)
-        while self.used > self.max_bytes and self._items:
-            self._drop(next(iter(self._items)))
-
-    def forget(self, key: str) -> None:
-        if key in self._items:
-            self._drop(key)
-
-    def _cost(self, key: str, message: str) -> int:
-        return len(key) + len(message) + self.ITEM_OVERHEAD
-
-    def _drop(self, key: str) -> None:
-        _, _, message = self._items.pop(key)
-        self.used -= self._cost(key, message)
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -282,6 +192,7 @@ class GoService:
         metrics: Metrics,
         max_zip_bytes: int,
         limits: Limits | None = None,
+        sums: SumChecker | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.storage = storage
@@ -298,6 +209,11 @@ class GoService:
             max_bytes=cache.negative_memory_bytes,
         )
         self.flights: Coalescer[BlobInfo] = Coalescer()
+        self.sums = sums
+        # Keys whose bytes this process has checked against the database (or that need no
+        # check): a hit on them costs one dict lookup. Bounded; evicted keys are re-checked.
+        self._checked: OrderedDict[str, None] = OrderedDict()
+        self._fetched_unverified: set[str] = set()
 
     # -- the five endpoints ------------------------------------------------------------------
 
@@ -340,17 +256,25 @@ class GoService:
         chain = self.router.chain_for(module)
         self._require_canonical(module, version)
 
+        key = storage_key(Kind.MOD, module, version)
+
         async def fetch(up: Upstream) -> bytes:
+            pending = self._prefetch_sums(module, version)
             raw = await self._timed(up, "mod", up.mod(module, version))
             try:
                 check_go_mod(raw, module=module, version=version)
             except VerificationError:
                 self.metrics.record_verification_failure("mod")
                 raise
+            await self._check_fetched(key, module, version, "mod", h1_mod(raw), pending=pending)
             return raw
 
-        key = storage_key(Kind.MOD, module, version)
-        return await self._immutable(Kind.MOD, key, chain, fetch)
+        async def check_hit(blob: BlobInfo, body: bytes | None) -> bool:
+            return await self._check_stored(
+                key, module, version, "mod", lambda: h1_mod(body or b"")
+            )
+
+        return await self._immutable(Kind.MOD, key, chain, fetch, check_hit)
 
     async def zip(self, module: str, version: str) -> Answer:
         chain = self.router.chain_for(module)
@@ -358,6 +282,7 @@ class GoService:
         key = storage_key(Kind.ZIP, module, version)
 
         async def fetch(up: Upstream) -> BlobInfo:
+            pending = self._prefetch_sums(module, version)
             with self.storage.stage() as staged, os_errors(f"{module}@{version}"):
                 await self._timed(
                     up, "zip", up.zip(module, version, staged, max_bytes=self.max_zip_bytes)
@@ -380,10 +305,16 @@ class GoService:
                         f"{module}@{version}: the zip could not be checked ({type(e).__name__});"
                         " it was refused"
                     ) from e
+                await self._check_fetched(key, module, version, "zip", report.h1, pending=pending)
                 await self.storage.put_bytes(key + "hash", report.h1.encode())
                 return await self.storage.put(key, staged)
 
-        return await self._immutable(Kind.ZIP, key, chain, fetch)
+        async def check_hit(blob: BlobInfo, body: bytes | None) -> bool:
+            stored = await self.storage.get(key + "hash")
+            h1 = stored.decode() if stored else await self._zip_h1(blob, module, version)
+            return await self._check_stored(key, module, version, "zip", lambda: h1)
+
+        return await self._immutable(Kind.ZIP, key, chain, fetch, check_hit)
 
     async def ziphash(self, module: str, version: str) -> str | None:
         """The stored ``h1:`` of a cached zip (for the checksum database, later)."""
@@ -391,6 +322,90 @@ class GoService:
         return raw.decode() if raw else None
 
     # -- the machinery ---------------------------------------------------------------------------
+
+    # -- checksum database ---------------------------------------------------------------
+
+    def _sum_checked(self, module: str) -> bool:
+        return (
+            self.sums is not None and self.router.sum_checked(module) and self.sums.covers(module)
+        )
+
+    def _prefetch_sums(self, module: str, version: str) -> asyncio.Future[Any] | None:
+        """Start the database lookup while the upstream fetch runs: the check then costs
+        no extra round trip on a cold fetch."""
+        if self.sums is None or not self._sum_checked(module):
+            return None
+        task = asyncio.ensure_future(self.sums.expected(module, version))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return task
+
+    async def _check_fetched(
+        self,
+        key: str,
+        module: str,
+        version: str,
+        what: Literal["zip", "mod"],
+        h1: str,
+        *,
+        pending: Awaitable[Any] | None,
+    ) -> None:
+        """Before storing: the bytes must match the database (VerificationError if not)."""
+        if self.sums is None or pending is None:
+            self._mark_checked(key)
+            return
+        verdict = await self.sums.check(module, version, what, h1, expected=pending)
+        if verdict == "unverified":
+            self._fetched_unverified.add(key)
+        else:
+            self._mark_checked(key)
+
+    async def _check_stored(
+        self,
+        key: str,
+        module: str,
+        version: str,
+        what: Literal["zip", "mod"],
+        h1: Callable[[], str],
+    ) -> bool:
+        """A cached file not checked by this process yet (stored before verification was
+        on, or served unverified while the database was unreachable): check it now; a
+        mismatch removes it from the cache. Returns False when it stays unverified."""
+        if key in self._checked:
+            self._checked.move_to_end(key)
+            return True
+        if self.sums is None or not self._sum_checked(module):
+            self._mark_checked(key)
+            return True
+        try:
+            verdict = await self.sums.check(module, version, what, h1())
+        except VerificationError:
+            log.error("removing %s from the cache: it failed the checksum database check", key)
+            await self.storage.delete(key)
+            if what == "zip":
+                await self.storage.delete(key + "hash")
+            raise
+        if verdict == "unverified":
+            return False
+        self._mark_checked(key)
+        return True
+
+    def _mark_checked(self, key: str) -> None:
+        self._fetched_unverified.discard(key)
+        self._checked[key] = None
+        if len(self._checked) > 1 << 16:
+            self._checked.popitem(last=False)
+
+    async def _zip_h1(self, blob: BlobInfo, module: str, version: str) -> str:
+        """The h1 of a cached zip stored without its ``.ziphash`` (before issue 7)."""
+        if blob.path is None:  # pragma: no cover - only object storage lacks paths
+            raise UpstreamError(f"{module}@{version}: cannot hash a zip without a path")
+        report = await asyncio.to_thread(
+            verify_zip, blob.path, module=module, version=version, max_zip_bytes=self.max_zip_bytes
+        )
+        await self.storage.put_bytes(
+            storage_key(Kind.ZIP, module, version) + "hash", report.h1.encode()
+        )
+        return report.h1
 
     def _require_canonical(self, module: str, version: str) -> None:
         if not _is_canonical(version):
@@ -472,7 +487,10 @@ class GoService:
         key: str,
         chain: Chain,
         fetch: Callable[[Upstream], Awaitable[bytes]] | Callable[[Upstream], Awaitable[BlobInfo]],
+        check: Callable[[BlobInfo, bytes | None], Awaitable[bool]] | None = None,
     ) -> Answer:
+        """``check``: the checksum-database check of a stored file, run on a hit the first
+        time this process serves it (True: verified or exempt; False: still unverified)."""
         endpoint = _ENDPOINT[kind]
         in_memory = POLICY[kind].in_memory
         if in_memory:
@@ -485,14 +503,22 @@ class GoService:
         if blob is None:
             blob = await self._fetch(kind, key, chain, self._publishing(key, fetch))
             result = "miss"
+            verified = key not in self._fetched_unverified
+        else:
+            verified = True
+        body: bytes | None = None
+        if in_memory:
+            body = await self.storage.get(key)
+            if body is None:  # deleted in between; rare: answer from a fresh fetch next time
+                raise UpstreamError(f"{key}: cache entry vanished while serving; retry")
+        if result == "hit" and check is not None and key not in self._checked:
+            verified = await check(blob, body)
         self.metrics.record_cache(endpoint, result)
-        if not in_memory:
-            return Answer(kind, blob, None, result)
-        body = await self.storage.get(key)
-        if body is None:  # deleted in between; rare: answer from a fresh fetch next time
-            raise UpstreamError(f"{key}: cache entry vanished while serving; retry")
-        self.memory.put(key, blob, body)
-        return Answer(kind, blob, body, result)
+        if body is None:
+            return Answer(kind, blob, None, result, unverified=not verified)
+        if verified:
+            self.memory.put(key, blob, body)
+        return Answer(kind, blob, body, result, unverified=not verified)
 
     def _publishing(
         self,

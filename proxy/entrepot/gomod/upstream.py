@@ -268,6 +268,10 @@ class ProxyUpstream:
     async def mod(self, module: str, version: str) -> bytes:
         return await self._get_small(_versioned(module, version, "mod"), f"{module}@{version}")
 
+    async def get(self, rel: str, what: str) -> bytes:
+        """A small answer below the base URL (a checksum database's lookup, tile, latest)."""
+        return await self._get_small(rel, what)
+
     async def zip(self, module: str, version: str, dest: Path, *, max_bytes: int) -> None:
         what = f"{module}@{version}"
         async with (

@@ -797,3 +797,43 @@ def check_tile(tree: Tree, tile: Tile, data: bytes, read_tiles: TileReader) -> N
     indexes = [stored_hash_index(level, start + i) for i in range(tile.width)]
     if b"".join(TileHashReader(tree, tile.height, read_tiles)(indexes)) != data:
         raise InconsistentTileError()
+
+
+def record_proof_indexes(t: int, n: int) -> list[int]:
+    """The stored hashes :func:`prove_record` reads (so they can be fetched first, async)."""
+    if t < 0 or n < 0 or n >= t:
+        raise ValueError(f"tlog: invalid inputs in record_proof_indexes(t={t}, n={n})")
+    return _leaf_proof_index(0, t, n, [])
+
+
+def tree_proof_indexes(t: int, n: int) -> list[int]:
+    """The stored hashes :func:`prove_tree` reads (so they can be fetched first, async)."""
+    if t < 1 or n < 1 or n > t:
+        raise ValueError(f"tlog: invalid inputs in tree_proof_indexes(t={t}, n={n})")
+    return _tree_proof_index(0, t, n, [])
+
+
+def parse_data_tile(tile: Tile, data: bytes) -> list[bytes]:
+    """The record texts of a data tile (``tile/H/data/N``), as Go's sumdb server writes it:
+    ``FormatRecord(id, text)`` for each record, ids consecutive from the tile's first leaf."""
+    if tile.level != -1:
+        raise ValueError(f"parse_data_tile: {tile.path} is a hash tile")
+    texts: list[bytes] = []
+    first = tile.n << tile.height
+    rest = data
+    while rest:
+        if len(texts) >= tile.width:
+            raise MalformedRecordError(
+                f"data tile {tile.path} holds more than {tile.width} records"
+            )
+        record_id, text, rest = parse_record(rest)
+        if record_id != first + len(texts):
+            raise MalformedRecordError(
+                f"data tile {tile.path}: record {record_id} where {first + len(texts)} belongs"
+            )
+        texts.append(text)
+    if len(texts) != tile.width:
+        raise MalformedRecordError(
+            f"data tile {tile.path} holds {len(texts)} records, want {tile.width}"
+        )
+    return texts

@@ -85,6 +85,7 @@ def observer(
                 seconds=seconds,
                 sent=sent,
                 remote=request.remote,
+                note=request.get("sumdb"),
             )
         return response
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from entrepot.caches import FailureCache, MemoryCache
 from entrepot.errors import (
     ForbiddenError,
     GoneError,
@@ -16,7 +17,7 @@ from entrepot.errors import (
     VerificationError,
 )
 from entrepot.gomod.modfile import check_go_mod, module_paths
-from entrepot.gomod.service import FailureCache, MemoryCache, clean_list
+from entrepot.gomod.service import clean_list
 from entrepot.storage.base import BlobInfo
 
 
