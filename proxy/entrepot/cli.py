@@ -58,6 +58,24 @@ def _parser() -> argparse.ArgumentParser:
     purge.add_argument("--config", type=Path, help="YAML or JSON config file")
     purge.add_argument("--data", type=Path, help="cache directory (default ./data)")
     purge.add_argument("targets", nargs="+", metavar="MODULE[@VERSION]")
+    verify = commands.add_parser(
+        "verify",
+        help="check every cached .mod and .zip against its checksum database and report"
+        " (exit 1 on a mismatch)",
+    )
+    verify.add_argument("--config", type=Path, help="YAML or JSON config file")
+    verify.add_argument("--data", type=Path, help="cache directory (default ./data)")
+    verify.add_argument("--remove", action="store_true", help="remove the files that mismatch")
+    sumdb = commands.add_parser("sumdb", help="checksum-database maintenance")
+    sumdb_commands = sumdb.add_subparsers(dest="sumdb_command", required=True)
+    reset = sumdb_commands.add_parser(
+        "reset",
+        help="forget a database's stored tree head, fork evidence and cached lookups/tiles"
+        " (after a fork was investigated, or a key rotation): the next head is trusted anew",
+    )
+    reset.add_argument("name", help="the database name, e.g. sum.example.com")
+    reset.add_argument("--config", type=Path, help="YAML or JSON config file")
+    reset.add_argument("--data", type=Path, help="cache directory (default ./data)")
     return parser
 
 
@@ -82,6 +100,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "purge":
         return _purge(settings.data_dir, args.targets)
+    if args.command == "verify":
+        return _verify(settings, remove=args.remove)
+    if args.command == "sumdb":
+        return _sumdb_reset(settings.data_dir, args.name)
     if args.command == "check-config":
         for warning in settings_warnings(settings):
             print(f"entrepot: warning: {warning}", file=sys.stderr)
@@ -138,6 +160,43 @@ def _purge(data_dir: Path, targets: Sequence[str]) -> int:
         if not removed:
             print(f"{target}: nothing cached")
     return code
+
+
+def _verify(settings: Settings, *, remove: bool) -> int:
+    from entrepot.maintenance import verify_cache
+
+    if not settings.go.sumdb.databases:
+        print("entrepot: no checksum database configured (go.sumdb)", file=sys.stderr)
+        return 2
+    try:
+        report = asyncio.run(verify_cache(settings, remove=remove))
+    except ConfigError as e:
+        print(f"entrepot: {e.message}", file=sys.stderr)
+        return 2
+    for line in report.lines:
+        print(line)
+    print(", ".join(f"{n} {outcome}" for outcome, n in report.counts.items()))
+    return 1 if report.counts["mismatch"] else 0
+
+
+def _sumdb_reset(data_dir: Path, name: str) -> int:
+    from entrepot.maintenance import reset_sumdb
+
+    try:
+        removed = reset_sumdb(data_dir, name)
+    except InvalidRequestError as e:
+        print(f"entrepot: {e.message}", file=sys.stderr)
+        return 2
+    if not removed:
+        print(f"{name}: nothing stored for this checksum database in {data_dir}")
+        return 0
+    for path in removed:
+        print(f"removed {path}")
+    print(
+        f"{name}: the next tree head the database signs is trusted as new; running servers"
+        " notice within a second"
+    )
+    return 0
 
 
 BEGIN, END = "<!-- BEGIN GENERATED -->\n", "<!-- END GENERATED -->"

@@ -100,6 +100,7 @@ class Database:
     base: Fetcher | None = None
     base_until: float = 0.0
     proven: set[tuple[int, bytes]] = field(default_factory=set)  # older trees known consistent
+    head_mtime: int = 0
     fork_checked: float = -1.0
     fork_reason: str | None = None
 
@@ -208,6 +209,9 @@ class SumdbService:
     async def latest(self, name: str) -> Served:
         db = self.get(name)
         await self._refuse_if_forked(db)
+        stored = await self.storage.stat(db.key("head"))
+        if stored is not None and stored.mtime_ns != db.head_mtime:
+            db.loaded = False  # another worker (or instance) stored a newer head
         await self._load_head(db)
         now = self.clock()
         age = now - db.checked_at
@@ -403,8 +407,10 @@ class SumdbService:
     async def _load_head(self, db: Database) -> None:
         if db.loaded:
             return
+        stored = await self.storage.stat(db.key("head"))
         raw = await self.storage.get(db.key("head"))
-        if raw is not None:
+        if raw is not None and stored is not None:
+            db.head_mtime = stored.mtime_ns
             try:
                 tree = self._open(db, raw, "the stored tree head")
             except VerificationError as e:
@@ -416,7 +422,8 @@ class SumdbService:
                 ) from e
             if db.head is None or tree.n >= db.head.tree.n:
                 db.head = _Head(tree, raw)
-            db.checked_at = self.clock() - self.latest_ttl - 1  # compare with upstream soon
+            if db.checked_at == 0.0:
+                db.checked_at = self.clock() - self.latest_ttl - 1  # compare with upstream soon
         db.loaded = True
 
     async def _refresh_quietly(self, db: Database) -> None:
@@ -452,8 +459,8 @@ class SumdbService:
                 return tree
             if head is not None:
                 await self._check_extends(db, head, tree, signed)
-            await self.storage.put_bytes(db.key("head"), signed)
-            db.head = _Head(tree, signed)
+            blob = await self.storage.put_bytes(db.key("head"), signed)
+            db.head, db.head_mtime = _Head(tree, signed), blob.mtime_ns
             self.metrics.record_sumdb_tree(db.name, tree.n)
             log.info("checksum database %s: tree head now %d", db.name, tree.n)
         return tree

@@ -814,24 +814,33 @@ def tree_proof_indexes(t: int, n: int) -> list[int]:
 
 
 def parse_data_tile(tile: Tile, data: bytes) -> list[bytes]:
-    """The record texts of a data tile (``tile/H/data/N``), as Go's sumdb server writes it:
-    ``FormatRecord(id, text)`` for each record, ids consecutive from the tile's first leaf."""
+    """The record texts of a data tile (``tile/H/data/N``): each record's text then a blank
+    line. Some servers put each record's id line first (``FormatRecord``); both are read, and
+    ids, when present, must run on from the tile's first leaf."""
     if tile.level != -1:
         raise ValueError(f"parse_data_tile: {tile.path} is a hash tile")
     texts: list[bytes] = []
     first = tile.n << tile.height
-    rest = data
-    while rest:
+    pos = 0
+    while pos < len(data):
         if len(texts) >= tile.width:
             raise MalformedRecordError(
                 f"data tile {tile.path} holds more than {tile.width} records"
             )
-        record_id, text, rest = parse_record(rest)
-        if record_id != first + len(texts):
-            raise MalformedRecordError(
-                f"data tile {tile.path}: record {record_id} where {first + len(texts)} belongs"
-            )
-        texts.append(text)
+        end = data.find(b"\n\n", pos)
+        if end < 0:
+            raise MalformedRecordError(f"data tile {tile.path}: a record does not end")
+        chunk, pos = data[pos : end + 1], end + 2
+        head, _, rest = chunk.partition(b"\n")
+        if head.isdigit():
+            if int(head) != first + len(texts):
+                raise MalformedRecordError(
+                    f"data tile {tile.path}: record {int(head)} where {first + len(texts)} belongs"
+                )
+            chunk = rest
+        if not _is_valid_record_text(chunk):
+            raise MalformedRecordError(f"data tile {tile.path}: malformed record")
+        texts.append(chunk)
     if len(texts) != tile.width:
         raise MalformedRecordError(
             f"data tile {tile.path} holds {len(texts)} records, want {tile.width}"

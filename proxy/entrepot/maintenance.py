@@ -1,0 +1,115 @@
+"""Offline commands on a data directory: check the cache against the checksum databases, and
+clear a database's stored tree head after a fork was investigated.
+
+Both are safe while servers run on the same directory: ``verify`` only reads (and, with
+``--remove``, deletes a refused file the way ``purge`` does); ``sumdb reset`` removes files that
+every server re-reads (a running server notices within a second).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import httpx
+
+from entrepot import __version__
+from entrepot.app import build_sumdb
+from entrepot.config import Settings
+from entrepot.errors import EntrepotError, InvalidRequestError
+from entrepot.gomod.module import check_path, unescape_path, unescape_version
+from entrepot.gomod.ziprules import h1_mod, verify_zip
+from entrepot.metrics import Metrics
+from entrepot.storage.filesystem import FilesystemStorage, unique_owner
+from entrepot.sumdb.note import is_valid_name
+
+Outcome = Literal["verified", "mismatch", "unchecked", "unverifiable"]
+
+
+@dataclass
+class Report:
+    counts: dict[Outcome, int] = field(
+        default_factory=lambda: {"verified": 0, "mismatch": 0, "unchecked": 0, "unverifiable": 0}
+    )
+    lines: list[str] = field(default_factory=list)
+
+
+def cached_files(data_dir: Path) -> Iterator[tuple[str, str, Literal["mod", "zip"], Path]]:
+    """(module, version, kind, path) of every cached .mod and .zip."""
+    root = data_dir / "go"
+    for path in sorted(root.glob("**/@v/*")):
+        if path.suffix not in (".mod", ".zip") or not path.is_file():
+            continue
+        try:
+            module = unescape_path(str(path.parent.parent.relative_to(root)))
+            check_path(module)
+            version = unescape_version(path.name[: -len(path.suffix)])
+        except InvalidRequestError:
+            continue
+        yield module, version, "mod" if path.suffix == ".mod" else "zip", path
+
+
+async def verify_cache(settings: Settings, *, remove: bool = False) -> Report:
+    """Compare every cached module file with its checksum database."""
+    report = Report()
+    storage = FilesystemStorage(settings.data_dir, owner=unique_owner("verify"))
+    async with httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.go.upstream_timeout),
+        follow_redirects=False,
+        headers={"User-Agent": f"entrepot/{__version__}"},
+    ) as client:
+        sumdb = build_sumdb(settings, client=client, storage=storage, metrics=Metrics())
+        try:
+            for module, version, kind, path in cached_files(settings.data_dir):
+                what = f"{module}@{version} {kind}"
+                if not sumdb.covers(module):
+                    report.counts["unchecked"] += 1
+                    continue
+                try:
+                    found = await sumdb.expected(module, version)
+                except EntrepotError as e:
+                    report.counts["unverifiable"] += 1
+                    report.lines.append(f"UNVERIFIABLE {what}: {e.message}")
+                    continue
+                assert found is not None
+                db, lines = found
+                h1 = await _h1(path, module, version, kind)
+                if lines.get(kind) == h1:
+                    report.counts["verified"] += 1
+                    continue
+                report.counts["mismatch"] += 1
+                report.lines.append(
+                    f"MISMATCH {what}: cached {h1}, checksum database {db.name} has"
+                    f" {lines.get(kind)}" + (f"; removed {path}" if remove else "")
+                )
+                if remove:
+                    path.unlink(missing_ok=True)
+                    if kind == "zip":
+                        path.with_name(path.name + "hash").unlink(missing_ok=True)
+        finally:
+            storage.close()
+    return report
+
+
+async def _h1(path: Path, module: str, version: str, kind: Literal["mod", "zip"]) -> str:
+    if kind == "mod":
+        return h1_mod(await asyncio.to_thread(path.read_bytes))
+    # Hashed again, not read from .ziphash: the check is of the bytes that would be served.
+    report = await asyncio.to_thread(verify_zip, path, module=module, version=version)
+    return report.h1
+
+
+def reset_sumdb(data_dir: Path, name: str) -> list[Path]:
+    """Forget a database's stored tree head, fork evidence, lookups and tiles."""
+    if not is_valid_name(name.split("/", 1)[0]) or ".." in name.split("/"):
+        raise InvalidRequestError(f"{name!r} is not a checksum database name")
+    folder = data_dir / "sumdb" / name
+    if not folder.is_dir():
+        return []
+    removed = sorted(p for p in (folder / "head", folder / "fork") if p.exists())
+    shutil.rmtree(folder)
+    return removed or [folder]

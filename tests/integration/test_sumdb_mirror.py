@@ -1,0 +1,395 @@
+"""The mirror as a checksum-database mirror, through the real go command.
+
+A test database (golang.org/x/mod/sumdb's reference server, built from tests/support/
+sumdbserver) vouches for the fixture modules. The mirror reaches it directly (its URL in the
+mirror's GOSUMDB); the go command knows only the database's key and the mirror, so every
+lookup and tile it needs must come through ``<mirror>/sumdb/<name>/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from support.gocmd import GoClient
+from support.modules import simple, write_module
+from support.servers import Server, metrics_eventually, running_server, server_env
+from support.sumdb import SumDB, generate_key, running_sumdb
+
+pytestmark = pytest.mark.integration
+
+DB = "sum.test.example"
+
+
+@dataclass
+class World:
+    tmp: Path
+    upstream_dir: Path
+    upstream: Server
+    skey: str
+    vkey: str
+    sumdb: SumDB
+
+    def client(self, mirror: Server, name: str = "user") -> GoClient:
+        return GoClient(self.tmp / name, mirror.url, extra_env={"GOSUMDB": self.vkey})
+
+    @contextlib.contextmanager
+    def mirror(self, name: str = "mirror", **env: str) -> Iterator[Server]:
+        with running_server(
+            self.tmp,
+            proxy=self.upstream.url,
+            name=name,
+            env={"GOSUMDB": self.sumdb.gosumdb, **env},
+        ) as server:
+            yield server
+
+
+@pytest.fixture
+def world(tmp_path: Path, upstream_dir: Path, upstream_server: Server) -> Iterator[World]:
+    skey, vkey = generate_key(DB)
+    with running_sumdb(tmp_path, source=upstream_dir, skey=skey, name="sumdb") as db:
+        yield World(tmp_path, upstream_dir, upstream_server, skey, vkey, db)
+
+
+def _sumdb_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if "sumdb" in line]
+
+
+def test_go_verifies_through_the_mirror_with_no_other_route(world: World) -> None:
+    with world.mirror() as mirror:
+        base = f"{mirror.url}/sumdb/{DB}"
+        assert httpx.get(f"{base}/supported").status_code == 200
+        assert httpx.get(f"{mirror.url}/sumdb/sum.other.example/supported").status_code == 404
+
+        go = world.client(mirror)
+        go.new_module()
+        go.run("get", "example.com/hello@v1.1.0")
+        go.run("get", "example.com/Upper/Case@v0.1.0", "example.com/multi/v2@v2.0.1")
+        sums = (go.home / "work" / "go.sum").read_text()
+        assert "example.com/hello v1.1.0 h1:" in sums
+        assert "example.com/multi/v2 v2.0.1/go.mod h1:" in sums
+        (go.home / "work" / "main.go").write_text(
+            'package main\n\nimport _ "example.com/hello"\n\nfunc main() {}\n'
+        )
+        go.run("mod", "tidy")
+        assert "example.com/hello v1.1.0 h1:" in (go.home / "work" / "go.sum").read_text()
+        # The go command asked the mirror for lookups and tiles, and the mirror asked the
+        # database once per lookup.
+        log = mirror.log()
+        assert f"/sumdb/{DB}/lookup/example.com/hello@v1.1.0" in log
+        assert f"/sumdb/{DB}/tile/8/0/" in log
+        lookups = [p for p in world.sumdb.requests() if p.startswith("/lookup/")]
+        assert len(lookups) == len(set(lookups)) == 3
+
+        # Latest: the database's own signed note, byte for byte.
+        latest = httpx.get(f"{base}/latest")
+        assert latest.status_code == 200
+        assert latest.content == httpx.get(f"{world.sumdb.url}/latest").content, (
+            latest.text,
+            world.sumdb.requests(),
+        )
+
+        # go install through the same route, in a fresh cache.
+        other = world.client(mirror, "user2")
+        other.new_module()
+        other.run("mod", "download", "example.com/hello@v1.0.0")
+
+
+def test_tiles_and_lookups_served_byte_for_byte_and_with_the_database_stopped(
+    world: World,
+) -> None:
+    with world.mirror() as mirror:
+        go = world.client(mirror)
+        go.new_module()
+        go.run("get", "example.com/hello@v1.1.0", "example.com/multi/v2@v2.0.1")
+        base = f"{mirror.url}/sumdb/{DB}"
+        paths = [
+            "lookup/example.com/hello@v1.1.0",
+            "tile/8/0/000.p/2",
+            "tile/8/0/000.p/1",
+            "tile/8/data/000.p/2",
+        ]
+        direct = {p: httpx.get(f"{world.sumdb.url}/{p}") for p in paths}
+        for p in paths:
+            mine = httpx.get(f"{base}/{p}")
+            assert mine.status_code == 200, (p, mine.text)
+            assert mine.content == direct[p].content, p
+            assert mine.headers["content-type"] == direct[p].headers["content-type"], p
+
+        world.sumdb.stop()
+        world.upstream.stop()
+        for p in paths:
+            mine = httpx.get(f"{base}/{p}")
+            assert mine.status_code == 200, (p, mine.text)
+            assert mine.content == direct[p].content
+        # A fresh client still downloads and verifies what the mirror has seen.
+        again = world.client(mirror, "offline")
+        again.new_module()
+        again.run("get", "example.com/hello@v1.1.0", "example.com/multi/v2@v2.0.1")
+        assert httpx.get(f"{base}/latest").status_code == 200  # stale, but served
+
+
+def test_bad_sumdb_paths_are_clear_errors(world: World) -> None:
+    with world.mirror() as mirror:
+        base = f"{mirror.url}/sumdb/{DB}"
+        for path, status in [
+            ("lookup/example.com/hello", 400),
+            ("lookup/example.com/hello@latest", 400),
+            ("lookup/Example.com/x@v1.0.0", 400),
+            ("tile/8/0/0001", 400),
+            ("tile/8/0/000.p/0", 400),
+            ("tile/3/0/000", 404),
+            ("nothing", 404),
+            ("lookup/example.com/missing@v1.0.0", 404),
+        ]:
+            r = httpx.get(f"{base}/{path}")
+            assert r.status_code == status, (path, r.status_code, r.text)
+            assert r.headers["content-type"].startswith("text/plain")
+            assert r.text.strip()
+        # A tile beyond every tree the database has signed.
+        assert httpx.get(f"{base}/tile/8/0/005").status_code == 404
+        assert mirror.proc.poll() is None
+
+
+def _tamper(world: World, module: str, version: str, *, what: str) -> None:
+    """The upstream now serves other bytes than those the database vouches for."""
+    bad = world.tmp / "tampered"
+    write_module(bad, simple(module, version, body="// tampered\n"))
+    escaped = module.lower() if module.islower() else module
+    src = bad / escaped / "@v" / f"{version}.{what}"
+    dst = world.upstream_dir / escaped / "@v" / f"{version}.{what}"
+    if what == "mod":
+        dst.write_bytes(dst.read_bytes() + b"// tampered\n")
+    else:
+        shutil.copy(src, dst)
+
+
+@pytest.mark.parametrize("what", ["zip", "mod"])
+def test_tampered_module_is_refused_and_never_stored(world: World, what: str) -> None:
+    # The database learns the true hashes first.
+    assert httpx.get(f"{world.sumdb.url}/lookup/example.com/hello@v1.0.0").status_code == 200
+    _tamper(world, "example.com/hello", "v1.0.0", what=what)
+    with world.mirror() as mirror:
+        go = world.client(mirror)
+        go.new_module()
+        done = go.run("mod", "download", "-json", "example.com/hello@v1.0.0", check=False)
+        assert done.returncode != 0
+        out = done.stdout + done.stderr
+        assert "checksum mismatch" in out, out
+        assert "refused" in out, out
+        assert "stored" in out, out
+        stored = mirror.data_dir / "go" / "example.com" / "hello" / "@v" / f"v1.0.0.{what}"
+        assert not stored.exists()
+        text = metrics_eventually(
+            mirror,
+            f'entrepot_sumdb_verification_failures_total{{db="{DB}",reason="{what}_mismatch"}}',
+        )
+        assert (
+            f'reason="{what}_mismatch"}} 1.0' in text or f'reason="{what}_mismatch"}} 2.0' in text
+        )
+        assert "SECURITY" in mirror.log()
+        # The other versions still verify.
+        go.run("mod", "download", "example.com/hello@v1.1.0")
+
+
+def test_fork_fails_closed_survives_restart_and_older_heads_are_refused(
+    world: World, tmp_path: Path
+) -> None:
+    with world.mirror() as mirror:
+        go = world.client(mirror)
+        go.new_module()
+        go.run("get", "example.com/hello@v1.1.0", "example.com/multi/v2@v2.0.1")
+        base = f"{mirror.url}/sumdb/{DB}"
+        assert httpx.get(f"{base}/latest").status_code == 200
+        head = (mirror.data_dir / "sumdb" / DB / "head").read_bytes()
+        assert head.startswith(b"go.sum database tree\n2\n")
+
+    # The same key, another history: a database that has forked.
+    world.sumdb.stop()
+    with (
+        running_sumdb(
+            tmp_path, source=world.upstream_dir, skey=world.skey, seed=5, name="forked"
+        ) as forked,
+        running_server(
+            tmp_path,
+            proxy=world.upstream.url,
+            name="mirror",
+            data_dir=tmp_path / "mirror-data",
+            env={"GOSUMDB": forked.gosumdb, "ENTREPOT_GO__SUMDB__LATEST_TTL": "0s"},
+        ) as mirror,
+    ):
+        base = f"{mirror.url}/sumdb/{DB}"
+        # The stored head is served while the database's new one is checked in the
+        # background (stale-while-revalidate); the check finds the fork.
+        for _ in range(50):
+            r = httpx.get(f"{base}/latest")
+            if r.status_code != 200:
+                break
+            time.sleep(0.1)
+        assert r.status_code == 503, r.text
+        assert "fork" in r.text
+        ready = httpx.get(f"{mirror.url}/readyz")
+        assert ready.status_code == 503
+        assert "failed closed" in ready.text
+        assert "SECURITY" in mirror.log()
+        assert (mirror.data_dir / "sumdb" / DB / "fork").exists()
+        metrics_eventually(
+            mirror, f'entrepot_sumdb_verification_failures_total{{db="{DB}",reason="fork"}}'
+        )
+        # A module that needs a new lookup is refused; what was verified before still serves.
+        fresh = world.client(mirror, "after-fork")
+        fresh.new_module()
+        done = fresh.run("mod", "download", "example.com/hello@v1.0.0", check=False)
+        assert done.returncode != 0
+        assert (
+            httpx.get(f"{base}/lookup/example.com/hello@v1.1.0").status_code == 200
+        )  # cached before the fork
+
+    # Restarted: the fork is remembered, not healed.
+    with running_server(
+        tmp_path,
+        proxy=world.upstream.url,
+        name="mirror",
+        data_dir=tmp_path / "mirror-data",
+        env={"GOSUMDB": world.sumdb.gosumdb},
+    ) as mirror:
+        assert httpx.get(f"{mirror.url}/sumdb/{DB}/latest").status_code == 503
+        assert httpx.get(f"{mirror.url}/readyz").status_code == 503
+
+    # The documented reset clears it: the next head is trusted anew.
+    done = _cli("sumdb", "reset", DB, "--data", str(tmp_path / "mirror-data"))
+    assert done.returncode == 0, done.stderr
+    assert "removed" in done.stdout
+    assert not (tmp_path / "mirror-data" / "sumdb" / DB).exists()
+    with (
+        running_sumdb(
+            tmp_path, source=world.upstream_dir, skey=world.skey, seed=5, name="forked2"
+        ) as forked,
+        running_server(
+            tmp_path,
+            proxy=world.upstream.url,
+            name="mirror",
+            data_dir=tmp_path / "mirror-data",
+            env={"GOSUMDB": forked.gosumdb},
+        ) as mirror,
+    ):
+        assert httpx.get(f"{mirror.url}/sumdb/{DB}/latest").status_code == 200
+        assert httpx.get(f"{mirror.url}/readyz").status_code == 200
+        fresh = world.client(mirror, "after-reset")
+        fresh.new_module()
+        fresh.run("mod", "download", "example.com/hello@v1.0.0")
+
+
+def test_an_older_tree_head_is_never_served(world: World, tmp_path: Path) -> None:
+    with world.mirror() as mirror:
+        go = world.client(mirror)
+        go.new_module()
+        go.run("get", "example.com/hello@v1.1.0", "example.com/multi/v2@v2.0.1")
+        stored = (mirror.data_dir / "sumdb" / DB / "head").read_bytes()
+    world.sumdb.stop()
+    # The same key and history, restarted empty: its tree (0 records) is older than ours.
+    with (
+        running_sumdb(tmp_path, source=world.upstream_dir, skey=world.skey, name="empty") as db,
+        running_server(
+            tmp_path,
+            proxy=world.upstream.url,
+            name="mirror",
+            data_dir=tmp_path / "mirror-data",
+            env={"GOSUMDB": db.gosumdb, "ENTREPOT_GO__SUMDB__LATEST_TTL": "0s"},
+        ) as mirror,
+    ):
+        r = httpx.get(f"{mirror.url}/sumdb/{DB}/latest")
+        assert r.status_code == 200
+        assert r.content == stored  # ours, never the database's older one
+        assert (mirror.data_dir / "sumdb" / DB / "head").read_bytes() == stored
+
+
+def test_unreachable_database_refuses_by_default_and_can_serve_unverified(world: World) -> None:
+    world.sumdb.stop()
+    with world.mirror() as mirror:
+        go = world.client(mirror)
+        go.new_module()
+        r = httpx.get(f"{mirror.url}/example.com/hello/@v/v1.0.0.mod")
+        assert r.status_code == 503, r.text
+        assert "cannot verify" in r.text
+        assert not (mirror.data_dir / "go" / "example.com" / "hello" / "@v" / "v1.0.0.mod").exists()
+    with world.mirror(name="lenient", ENTREPOT_GO__SUMDB__UNREACHABLE="serve_unverified") as mirror:
+        r = httpx.get(f"{mirror.url}/example.com/hello/@v/v1.0.0.mod")
+        assert r.status_code == 200
+        assert r.headers["x-entrepot-sumdb"] == "unverified"
+        for _ in range(30):  # the access log is flushed every second
+            lines = [json.loads(x) for x in mirror.log().splitlines() if x.startswith("{")]
+            if any(x.get("sumdb") == "unverified" for x in lines):
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"no access-log line marked unverified:\n{mirror.log()}")
+        metrics_eventually(mirror, f'entrepot_sumdb_unverified_total{{db="{DB}"}}')
+
+
+def test_no_sum_patterns_are_never_sent_to_the_database(world: World) -> None:
+    with world.mirror(GONOSUMDB="example.com/hello") as mirror:
+        r = httpx.get(f"{mirror.url}/example.com/hello/@v/v1.0.0.zip")
+        assert r.status_code == 200
+        assert not any("hello" in p for p in world.sumdb.requests())
+        r = httpx.get(f"{mirror.url}/example.com/multi/v2/@v/v2.0.1.zip")
+        assert r.status_code == 200
+        assert any("multi" in p for p in world.sumdb.requests())
+
+
+def test_cache_from_before_verification_is_checked_by_verify_and_on_its_next_serve(
+    world: World, tmp_path: Path
+) -> None:
+    # The database knows the true bytes; the upstream then served other ones to a mirror
+    # that did not verify (before this feature, or with GOSUMDB=off).
+    assert httpx.get(f"{world.sumdb.url}/lookup/example.com/hello@v1.0.0").status_code == 200
+    _tamper(world, "example.com/hello", "v1.0.0", what="zip")
+    data = tmp_path / "legacy-data"
+    cached = data / "go" / "example.com" / "hello" / "@v"
+    with running_server(
+        tmp_path, proxy=world.upstream.url, name="legacy", data_dir=data, env={"GOSUMDB": "off"}
+    ) as old:
+        for v in ("v1.0.0", "v1.1.0"):
+            assert httpx.get(f"{old.url}/example.com/hello/@v/{v}.zip").status_code == 200
+            assert httpx.get(f"{old.url}/example.com/hello/@v/{v}.mod").status_code == 200
+    (cached / "v1.0.0.ziphash").unlink()  # as a cache from before .ziphash existed
+
+    env = {"GOSUMDB": world.sumdb.gosumdb}
+    done = _cli("verify", "--data", str(data), env=env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "MISMATCH example.com/hello@v1.0.0 zip" in done.stdout
+    assert "3 verified, 1 mismatch" in done.stdout
+    assert (cached / "v1.0.0.zip").exists()  # reported, not removed, without --remove
+
+    with running_server(
+        tmp_path, proxy=world.upstream.url, name="verifying", data_dir=data, env=env
+    ) as mirror:
+        r = httpx.get(f"{mirror.url}/example.com/hello/@v/v1.0.0.zip")
+        assert r.status_code == 502, r.text
+        assert "checksum mismatch" in r.text
+        assert not (cached / "v1.0.0.zip").exists()
+        assert httpx.get(f"{mirror.url}/example.com/hello/@v/v1.1.0.zip").status_code == 200
+
+    done = _cli("verify", "--data", str(data), env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "entrepot.cli", *args],
+        env=server_env({"GOPROXY": "off", **(env or {})}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
