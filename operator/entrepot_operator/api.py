@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from entrepot.config import (
@@ -22,9 +22,14 @@ from entrepot.config import (
     GoSettings,
     Limits,
     Route,
+    SumdbSettings,
+    _check_key,
+    _check_patterns,
     _check_proxy_list,
 )
 from entrepot.config import Direct as ServerDirect
+from entrepot.config import SumDatabase as ServerSumDatabase
+from entrepot.errors import ConfigError
 
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -66,9 +71,15 @@ class Credentials(_Spec):
     )
 
 
-def _same(model: type[BaseModel], name: str) -> Any:
-    """The server's own definition of a field (default, bounds, description): one source."""
-    return copy.copy(model.model_fields[name])
+def _same(model: type[BaseModel], name: str, *, description: str | None = None) -> Any:
+    """The server's own definition of a field (default, bounds, description): one source.
+
+    ``description`` replaces the server's text where a field means the same but the CRD names
+    its neighbours differently (a Secret reference instead of a file path)."""
+    field = copy.copy(model.model_fields[name])
+    if description is not None:
+        field.description = description
+    return field
 
 
 class Direct(_Spec):
@@ -79,6 +90,87 @@ class Direct(_Spec):
     queue: int = _same(ServerDirect, "queue")
     queue_timeout: Duration = _same(ServerDirect, "queue_timeout")
     insecure: str = _same(ServerDirect, "insecure")
+
+
+def _verifier_key(value: str | None) -> str | None:
+    """The server's key check, as a validation error that says what a key looks like."""
+    try:
+        return _check_key(value)
+    except ConfigError as e:
+        raise ValueError(
+            f"invalid verifier key ({e}): want '<name>+<8 hex digits>+<base64 Ed25519 key>',"
+            " the first field of GOSUMDB as the database's operator publishes it"
+        ) from e
+
+
+class SumDatabase(_Spec):
+    """A checksum database (the server's go.sumdb.databases[]); its key inline or a Secret's."""
+
+    name: str = _same(ServerSumDatabase, "name")
+    key: str | None = _same(
+        ServerSumDatabase,
+        "key",
+        description=(
+            "Verifier key '<name>+<hash>+<base64 Ed25519 key>' (GOSUMDB's first field)."
+            " Exactly one of key/keySecret."
+        ),
+    )
+    key_secret: SecretKeyRef | None = Field(
+        default=None,
+        description=(
+            "A Secret key holding the verifier key, mounted read-only into the mirror's pods."
+            " Exactly one of key/keySecret."
+        ),
+    )
+    url: str | None = _same(ServerSumDatabase, "url")
+    proxy: str | None = _same(ServerSumDatabase, "proxy")
+    patterns: str | None = _same(ServerSumDatabase, "patterns")
+
+    _key = field_validator("key")(classmethod(lambda cls, v: _verifier_key(v)))
+    _proxy = field_validator("proxy")(classmethod(lambda cls, v: _check_proxy_list(v)))
+    _patterns = field_validator("patterns")(
+        classmethod(lambda cls, v: None if v is None else _check_patterns(v))
+    )
+
+    @model_validator(mode="after")
+    def _one_key(self) -> SumDatabase:
+        if (self.key is None) == (self.key_secret is None):
+            raise ValueError(ONE_KEY)
+        if self.key is not None and self.key.split("+", 1)[0] != self.name:
+            raise ValueError(
+                f"the key names database {self.key.split('+', 1)[0]!r}, not {self.name!r}"
+            )
+        return self
+
+
+class Sumdb(_Spec):
+    """Checksum databases: the server's `go.sumdb` settings."""
+
+    databases: list[SumDatabase] | None = Field(
+        default=None,
+        description=(
+            "The databases. Unset: the pod's GOSUMDB, i.e. the go toolchain's default in the"
+            " image (its key is read from the toolchain); an empty list turns verification"
+            " off, with a warning."
+        ),
+    )
+    no_sum: str | None = _same(SumdbSettings, "no_sum")
+    unreachable: Literal["refuse", "serve_unverified"] = _same(SumdbSettings, "unreachable")
+    latest_ttl: Duration = _same(SumdbSettings, "latest_ttl")
+
+    @field_validator("no_sum")
+    @classmethod
+    def _no_sum(cls, value: str | None) -> str | None:
+        if value is None or not value.strip(","):
+            return value if value is None else ""
+        return _check_patterns(value)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Sumdb:
+        names = [d.name for d in self.databases or []]
+        if len(names) != len(set(names)):
+            raise ValueError(f"database names must be distinct: {names}")
+        return self
 
 
 class GoSpec(_Spec):
@@ -93,6 +185,7 @@ class GoSpec(_Spec):
     )
     cache: GoCache = Field(default_factory=GoCache)
     direct: Direct = Field(default_factory=Direct)
+    sumdb: Sumdb = Field(default_factory=Sumdb)
     upstream_timeout: Duration = _same(GoSettings, "upstream_timeout")
     zip_deadline: Duration = _same(GoSettings, "zip_deadline")
     min_transfer_rate: int = _same(GoSettings, "min_transfer_rate")
@@ -212,6 +305,8 @@ ROUTE_RULES = [
         "message": "a route needs exactly one of 'proxy' (a chain) or 'deny' (a message)",
     }
 ]
+ONE_KEY = "a checksum database needs exactly one of 'key' (inline) or 'keySecret' (a Secret key)"
+DATABASE_RULES = [{"rule": "has(self.key) != has(self.keySecret)", "message": ONE_KEY}]
 
 
 class Condition(BaseModel):

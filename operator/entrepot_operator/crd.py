@@ -14,7 +14,13 @@ import yaml
 
 from entrepot.config import DURATION_PATTERN, format_duration
 from entrepot_operator import GROUP, VERSION
-from entrepot_operator.api import ROUTE_RULES, SPEC_RULES, ModuleMirrorSpec, ModuleMirrorStatus
+from entrepot_operator.api import (
+    DATABASE_RULES,
+    ROUTE_RULES,
+    SPEC_RULES,
+    ModuleMirrorSpec,
+    ModuleMirrorStatus,
+)
 
 PLURAL, KIND = "modulemirrors", "ModuleMirror"
 NAME = f"{PLURAL}.{GROUP}"
@@ -85,6 +91,11 @@ def _spec_schema() -> dict[str, Any]:
     schema["x-kubernetes-validations"] = SPEC_RULES
     route = schema["properties"]["go"]["properties"]["routes"]["items"]
     route["x-kubernetes-validations"] = ROUTE_RULES
+    databases = schema["properties"]["go"]["properties"]["sumdb"]["properties"]["databases"]
+    databases["items"]["x-kubernetes-validations"] = DATABASE_RULES
+    # Distinct names, checked by the API server: a list keyed by name.
+    databases["x-kubernetes-list-type"] = "map"
+    databases["x-kubernetes-list-map-keys"] = ["name"]
     return schema
 
 

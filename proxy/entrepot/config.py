@@ -376,7 +376,10 @@ KEY_PATTERN = r"^[^+\s]+\+[0-9a-f]{8}\+[A-Za-z0-9+/]+=*$"
 
 def _check_key(value: str | None) -> str | None:
     if value is not None:
-        parse_verifier_key(value.strip())  # raises InvalidKeyError (a ConfigError) with why
+        try:
+            parse_verifier_key(value.strip())
+        except ConfigError as e:  # InvalidKeyError: say it as a field error, with the field
+            raise ValueError(e.message) from e
         return value.strip()
     return value
 

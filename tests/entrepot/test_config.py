@@ -18,7 +18,10 @@ from entrepot.config import (
 from entrepot.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
-NO_GO = {"PATH": "/nonexistent", "GOSUMDB": "off"}  # `go env` cannot answer: only what we pass counts
+NO_GO = {
+    "PATH": "/nonexistent",
+    "GOSUMDB": "off",
+}  # `go env` cannot answer: only what we pass counts
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from entrepot.config import KEY_PATTERN, Route
+from entrepot.sumdb.note import generate_key
 from entrepot_operator.api import ModuleMirrorSpec
 from entrepot_operator.crd import crd, crd_yaml
 
@@ -91,3 +93,105 @@ def test_the_python_model_applies_the_same_rules_as_the_cel_ones() -> None:
 def test_examples_in_the_crd_file_parse_as_yaml() -> None:
     doc = yaml.safe_load(crd_yaml())
     assert doc["metadata"]["name"] == "modulemirrors.entrepot.dev"
+
+
+# --- go.sumdb ------------------------------------------------------------------------------
+
+CORP_KEY = generate_key("sum.corp.example.com")[1]
+
+
+def _database(**fields: Any) -> dict[str, Any]:
+    return _spec(go={"proxy": "https://proxy.example.com", "sumdb": {"databases": [fields]}})
+
+
+def test_a_database_needs_exactly_one_of_key_and_key_secret() -> None:
+    secret = {"secretName": "corp-sumdb", "key": "verifier-key"}
+    ModuleMirrorSpec.model_validate(_database(name="sum.corp.example.com", key=CORP_KEY))
+    ModuleMirrorSpec.model_validate(_database(name="sum.corp.example.com", keySecret=secret))
+    for fields in [
+        {"name": "sum.corp.example.com", "key": CORP_KEY, "keySecret": secret},
+        {"name": "sum.corp.example.com"},
+    ]:
+        with pytest.raises(ValidationError, match=r"exactly one of 'key' .* or 'keySecret'"):
+            ModuleMirrorSpec.model_validate(_database(**fields))
+
+
+def test_a_bad_verifier_key_is_refused_with_what_a_key_looks_like() -> None:
+    name, hash_, data = CORP_KEY.split("+", 2)
+    wrong_hash = f"{name}+{int(hash_, 16) ^ 1:08x}+{data}"
+    for key, why in [
+        (wrong_hash, "invalid verifier hash"),
+        (f"{name}+nothex!!+{data}", "malformed verifier id"),
+    ]:
+        with pytest.raises(ValidationError) as refused:
+            ModuleMirrorSpec.model_validate(_database(name=name, key=key))
+        message = str(refused.value)
+        assert why in message
+        assert "invalid verifier key" in message
+        assert "'<name>+<8 hex digits>+<base64 Ed25519 key>'" in message
+        assert "go.sumdb.databases.0.key" in message
+    other = generate_key("sum.other.example.com")[1]
+    with pytest.raises(ValidationError, match=r"the key names database 'sum\.other\.example\.com'"):
+        ModuleMirrorSpec.model_validate(_database(name="sum.corp.example.com", key=other))
+
+
+def test_sumdb_rules_match_the_servers() -> None:
+    with pytest.raises(ValidationError, match="database names must be distinct"):
+        ModuleMirrorSpec.model_validate(
+            _spec(
+                go={
+                    "proxy": "https://proxy.example.com",
+                    "sumdb": {
+                        "databases": [
+                            {"name": "sum.corp.example.com", "key": CORP_KEY},
+                            {
+                                "name": "sum.corp.example.com",
+                                "keySecret": {"secretName": "s", "key": "k"},
+                            },
+                        ]
+                    },
+                }
+            )
+        )
+    with pytest.raises(ValidationError, match="white space"):
+        ModuleMirrorSpec.model_validate(
+            _spec(go={"proxy": "https://proxy.example.com", "sumdb": {"noSum": "a.example.com b"}})
+        )
+    with pytest.raises(ValidationError):
+        ModuleMirrorSpec.model_validate(
+            _database(name="sum.corp.example.com", key=CORP_KEY, proxy="ftp://x")
+        )
+    spec = ModuleMirrorSpec.model_validate(
+        _spec(
+            go={
+                "proxy": "https://proxy.example.com",
+                "sumdb": {"noSum": "a.example.com, b.example.com"},
+            }
+        )
+    )
+    assert spec.go.sumdb.no_sum == "a.example.com,b.example.com"  # no blanks, as the server
+    assert spec.go.sumdb.unreachable == "refuse"
+    assert spec.go.sumdb.latest_ttl == 60
+
+
+def test_the_crd_checks_the_one_key_rule_and_distinct_names() -> None:
+    spec = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    sumdb = spec["properties"]["go"]["properties"]["sumdb"]
+    assert sumdb["default"] == {}
+    assert sumdb["properties"]["latestTtl"]["default"] == "1m"
+    assert sumdb["properties"]["unreachable"]["enum"] == ["refuse", "serve_unverified"]
+    databases = sumdb["properties"]["databases"]
+    assert databases["nullable"] is True  # unset (the environment's) is not [] (off)
+    assert databases["x-kubernetes-list-type"] == "map"
+    assert databases["x-kubernetes-list-map-keys"] == ["name"]
+    database = databases["items"]
+    assert database["required"] == ["name"]
+    assert database["x-kubernetes-validations"][0]["rule"] == "has(self.key) != has(self.keySecret)"
+    assert set(database["properties"]["keySecret"]["required"]) == {"secretName", "key"}
+    assert database["properties"]["key"]["pattern"] == KEY_PATTERN
+    route = spec["properties"]["go"]["properties"]["routes"]["items"]
+    assert route["properties"]["sumdb"] == {
+        "default": True,
+        "description": Route.model_fields["sumdb"].description,
+        "type": "boolean",
+    }

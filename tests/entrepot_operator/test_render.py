@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 import yaml
 
-from entrepot.config import Settings
+from entrepot.config import Settings, SumdbSettings
+from entrepot.sumdb.note import generate_key
 from entrepot_operator.api import ModuleMirrorSpec
 from entrepot_operator.render import Owner, render_all
 from entrepot_operator.render.configmap import render_configmap
@@ -179,3 +180,119 @@ def test_ingress_and_service_url() -> None:
     assert ingress["spec"]["rules"][0]["host"] == "goproxy.example.com"
     assert ingress["spec"]["tls"][0]["secretName"] == "tls"
     assert service_url(s, OWNER) == "http://gomods.builds.svc:80"
+
+
+# --- go.sumdb ------------------------------------------------------------------------------
+
+CORP_KEY = generate_key("sum.corp.example.com")[1]
+
+
+def config_of(s: ModuleMirrorSpec) -> tuple[dict[str, Any], Settings]:
+    """The rendered config file, raw and as the server reads it."""
+    raw = yaml.safe_load(render_configmap(s, OWNER)[0]["data"]["config.yaml"])
+    return raw, Settings.model_validate(raw)
+
+
+def test_an_absent_sumdb_renders_nothing_so_the_server_asks_its_go_environment() -> None:
+    raw, parsed = config_of(spec())
+    assert raw["go"]["sumdb"] == {"latest_ttl": "1m", "unreachable": "refuse"}  # the defaults
+    assert parsed.go.sumdb == SumdbSettings()
+    assert parsed.go.sumdb.databases is None  # from GOSUMDB / `go env GOSUMDB` in the pod
+    assert parsed.go.sumdb.no_sum is None  # from GONOSUMDB / GOPRIVATE
+    assert "credentials" not in {v["name"] for v in pod_of(spec())["volumes"]}
+    # An empty list is not "unset": it turns verification off.
+    off, _ = config_of(spec(go={"proxy": "https://proxy.example.com", "sumdb": {"databases": []}}))
+    assert off["go"]["sumdb"]["databases"] == []
+
+
+def pod_of(s: ModuleMirrorSpec) -> dict[str, Any]:
+    pod: dict[str, Any] = children(s)["Deployment"]["spec"]["template"]["spec"]
+    return pod
+
+
+def test_an_inline_key_is_written_into_the_config_file() -> None:
+    s = spec(
+        go={
+            "proxy": "https://proxy.example.com",
+            "routes": [{"patterns": "vendor.example.com", "proxy": "direct", "sumdb": False}],
+            "sumdb": {
+                "databases": [
+                    {
+                        "name": "sum.corp.example.com",
+                        "key": CORP_KEY,
+                        "url": "https://sum.corp.example.com/db",
+                        "proxy": "direct",
+                        "patterns": "corp.example.com, *.corp.example.com",
+                    }
+                ],
+                "noSum": "git.corp.example.com",
+                "unreachable": "serve_unverified",
+                "latestTtl": "30s",
+            },
+        }
+    )
+    raw, parsed = config_of(s)
+    assert raw["go"]["sumdb"]["databases"] == [
+        {
+            "name": "sum.corp.example.com",
+            "key": CORP_KEY,
+            "url": "https://sum.corp.example.com/db",
+            "proxy": "direct",
+            "patterns": "corp.example.com,*.corp.example.com",
+        }
+    ]
+    sumdb = parsed.go.sumdb
+    assert (sumdb.no_sum, sumdb.unreachable, sumdb.latest_ttl) == (
+        "git.corp.example.com",
+        "serve_unverified",
+        30,
+    )
+    assert parsed.go.routes is not None
+    assert parsed.go.routes[0].sumdb is False
+    assert "credentials" not in {v["name"] for v in pod_of(s)["volumes"]}  # nothing to mount
+
+
+def two_databases(secret_name: str = "team-sumdb") -> ModuleMirrorSpec:
+    return spec(
+        go={
+            "proxy": "https://proxy.example.com",
+            "sumdb": {
+                "databases": [
+                    {
+                        "name": "sum.corp.example.com",
+                        "key": CORP_KEY,
+                        "patterns": "corp.example.com",
+                    },
+                    {
+                        "name": "sum.team.example.com",
+                        "keySecret": {"secretName": secret_name, "key": "vkey"},
+                    },
+                ]
+            },
+        },
+        credentials={
+            "bearerTokens": [{"host": "proxy.example.com", "secretName": "tok", "key": "t"}]
+        },
+    )
+
+
+def test_a_key_from_a_secret_is_mounted_read_only_and_named_by_key_file() -> None:
+    s = two_databases()
+    raw, parsed = config_of(s)
+    assert parsed.go.sumdb.databases is not None
+    first, second = parsed.go.sumdb.databases
+    assert (first.key, first.key_file) == (CORP_KEY, None)
+    assert second.key is None
+    assert str(second.key_file) == "/etc/entrepot/secrets/sumdb-key-1"
+    assert "key_secret" not in raw["go"]["sumdb"]["databases"][1]
+    pod = pod_of(s)
+    projected = next(v for v in pod["volumes"] if v["name"] == "credentials")["projected"]
+    assert projected["defaultMode"] == 0o400
+    assert [src["secret"]["name"] for src in projected["sources"]] == ["tok", "team-sumdb"]
+    assert projected["sources"][1]["secret"]["items"] == [{"key": "vkey", "path": "sumdb-key-1"}]
+    mounts = pod["containers"][0]["volumeMounts"]
+    assert {"name": "credentials", "mountPath": "/etc/entrepot/secrets", "readOnly": True} in mounts
+    # Another Secret leaves the config file as it is, and changes the pod template: pods roll.
+    moved = two_databases("team-sumdb-2")
+    assert render_configmap(moved, OWNER)[1] == render_configmap(s, OWNER)[1]
+    assert pod_of(moved)["volumes"] != pod["volumes"]

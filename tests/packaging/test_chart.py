@@ -352,45 +352,69 @@ def test_the_chart_crd_defines_module_mirrors() -> None:
 EXAMPLES = sorted((CHART / "examples").glob("*.yaml"))
 
 
-def test_there_are_three_examples() -> None:
+def test_there_are_four_examples() -> None:
     assert [p.name for p in EXAMPLES] == [
+        "air-gapped.yaml",
         "highly-available.yaml",
         "minimal.yaml",
         "private-modules.yaml",
     ]
 
 
+def mirror_of(path: Path) -> Manifest:
+    """The example's one ModuleMirror; anything else in the file is a Secret it refers to."""
+    docs = load_yaml_documents(path)
+    (mirror,) = [d for d in docs if d["kind"] == "ModuleMirror"]
+    assert all(d["kind"] == "Secret" for d in docs if d is not mirror)
+    return mirror
+
+
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_every_example_is_a_module_mirror(path: Path) -> None:
-    (doc,) = load_yaml_documents(path)
+    for doc in load_yaml_documents(path):
+        assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", doc["metadata"]["name"])
+        assert "namespace" not in doc["metadata"]
+    doc = mirror_of(path)
     assert doc["apiVersion"] == "entrepot.dev/v1alpha1"
-    assert doc["kind"] == "ModuleMirror"
-    assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", doc["metadata"]["name"])
-    assert "namespace" not in doc["metadata"]
-    assert doc["spec"]["go"]["proxy"].startswith("https://proxy.example.com")
+    assert re.fullmatch(r"https://proxy\.([a-z]+\.)?example\.com\b.*", doc["spec"]["go"]["proxy"])
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_every_example_is_valid_for_the_operator(path: Path) -> None:
     """The operator's own model accepts each example (the CRD is checked in a cluster)."""
     api = pytest.importorskip("entrepot_operator.api")
-    (doc,) = load_yaml_documents(path)
-    api.ModuleMirrorSpec.model_validate(doc["spec"])
+    api.ModuleMirrorSpec.model_validate(mirror_of(path)["spec"])
 
 
 def test_the_examples_show_what_they_promise() -> None:
-    specs = {p.stem: load_yaml_documents(p)[0]["spec"] for p in EXAMPLES}
+    specs = {p.stem: mirror_of(p)["spec"] for p in EXAMPLES}
     minimal = specs["minimal"]
     assert minimal["replicas"] == 1
     assert minimal["storage"]["accessMode"] == "ReadWriteOnce"
     assert "emptyDir" not in minimal["storage"]
 
     private = specs["private-modules"]
-    assert {"patterns": "git.example.com", "proxy": "direct"} in private["go"]["routes"]
+    private_route = {"patterns": "git.example.com", "proxy": "direct", "sumdb": False}
+    assert private_route in private["go"]["routes"]
     assert private["credentials"]["gitCredentials"] == {
         "secretName": "git-creds",
         "key": "git-credentials",
     }
+
+    air_gapped = specs["air-gapped"]
+    assert air_gapped["go"]["proxy"] == "https://proxy.corp.example.com"  # no `direct`
+    sumdb = air_gapped["go"]["sumdb"]
+    (database,) = sumdb["databases"]
+    assert database["name"] == "sum.corp.example.com"
+    assert database["patterns"] == "corp.example.com"
+    assert sumdb["noSum"] == "git.corp.example.com"
+    (secret,) = [
+        d
+        for d in load_yaml_documents(CHART / "examples" / "air-gapped.yaml")
+        if d["kind"] == "Secret"
+    ]
+    assert secret["metadata"]["name"] == database["keySecret"]["secretName"]
+    assert secret["stringData"][database["keySecret"]["key"]].startswith("sum.corp.example.com+")
 
     ha = specs["highly-available"]
     assert ha["replicas"] == 3

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from helmchart import (
     CHART,
     LEASE,
@@ -30,6 +31,7 @@ from helmchart import (
     REPO,
     Grant,
     expected_grants,
+    load_yaml_documents,
     run_helm,
     set_args,
     tool,
@@ -287,7 +289,10 @@ def test_the_examples_fit_the_chart_crd(
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.count("serverside-applied (server dry run)") == 3, done.stdout
+    examples = sorted((CHART / "examples").glob("*.yaml"))
+    documents = sum(len(load_yaml_documents(p)) for p in examples)
+    assert documents == 5  # four ModuleMirrors and the Secret of air-gapped.yaml
+    assert done.stdout.count("serverside-applied (server dry run)") == documents, done.stdout
 
     # And the same check refuses a wrong one, so it does check.
     wrong = (CHART / "examples" / "minimal.yaml").read_text().replace("accessMode", "accesMode")
@@ -301,6 +306,38 @@ def test_the_examples_fit_the_chart_crd(
     )
     assert refused.returncode != 0
     assert "accesMode" in refused.stderr
+
+    # The schema's rules for checksum databases: exactly one of key/keySecret (CEL), distinct
+    # names (a list keyed by name), a key's syntax (a pattern).
+    secret, mirror = load_yaml_documents(CHART / "examples" / "air-gapped.yaml")
+    (database,) = mirror["spec"]["go"]["sumdb"]["databases"]
+    key = secret["stringData"][database["keySecret"]["key"]]  # the example's made-up key
+    neither = {k: v for k, v in database.items() if k != "keySecret"}
+    for databases, why in [
+        ([{**database, "key": key}], "exactly one of 'key'"),
+        ([neither], "exactly one of 'key'"),
+        ([database, {"name": database["name"], "key": key}], "duplicate entries for key"),
+        ([{**neither, "key": "sum.corp.example.com+nothex+AAAA"}], "should match"),
+    ]:
+        mirror["spec"]["go"]["sumdb"]["databases"] = databases
+        refused = subprocess.run(
+            [
+                *kubectl,
+                "apply",
+                "--server-side",
+                "--dry-run=server",
+                "--validate=strict",
+                "-f",
+                "-",
+            ],
+            input=yaml.safe_dump(mirror),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert refused.returncode != 0, databases
+        assert why in refused.stderr, refused.stderr
     helm(helm_home, kubeconfig, "uninstall", "ops", "-n", names["release"])
 
 

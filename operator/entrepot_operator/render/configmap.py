@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from entrepot.config import Settings
-from entrepot_operator.api import ModuleMirrorSpec
+from entrepot_operator.api import ModuleMirrorSpec, Sumdb
 from entrepot_operator.render.meta import (
     CACHE_DIR,
     PORT,
@@ -22,6 +22,26 @@ from entrepot_operator.render.meta import (
 def secret_file(kind: str, index: int | None = None) -> str:
     """Where a credential is mounted in the pod (see deployment.secret_volume)."""
     return f"{SECRETS_DIR}/{kind}" if index is None else f"{SECRETS_DIR}/{kind}-{index}"
+
+
+def sumdb_settings(sumdb: Sumdb) -> dict[str, Any]:
+    """The server's go.sumdb: a key from a Secret becomes the file it is mounted as. Unset
+    fields stay unset, so the server falls back to its Go environment as documented."""
+    databases = None
+    if sumdb.databases is not None:
+        databases = [
+            {
+                **db.model_dump(exclude={"key_secret"}, exclude_none=True),
+                **({"key_file": secret_file("sumdb-key", i)} if db.key_secret else {}),
+            }
+            for i, db in enumerate(sumdb.databases)
+        ]
+    return {
+        "databases": databases,
+        "no_sum": sumdb.no_sum,
+        "unreachable": sumdb.unreachable,
+        "latest_ttl": sumdb.latest_ttl,
+    }
 
 
 def server_settings(spec: ModuleMirrorSpec) -> Settings:
@@ -52,6 +72,7 @@ def server_settings(spec: ModuleMirrorSpec) -> Settings:
                 "min_transfer_rate": go.min_transfer_rate,
                 "min_rate_window": go.min_rate_window,
                 "credentials": credentials,
+                "sumdb": sumdb_settings(go.sumdb),
             },
         }
     )

@@ -39,6 +39,9 @@ def secret_volume(spec: ModuleMirrorSpec) -> dict[str, Any] | None:
         add(creds.git_credentials, "git-credentials")
     for i, token in enumerate(creds.bearer_tokens):
         add(token, f"token-{i}")
+    for i, db in enumerate(spec.go.sumdb.databases or []):
+        if db.key_secret:
+            add(db.key_secret, f"sumdb-key-{i}")
     if not sources:
         return None
     return {"name": "credentials", "projected": {"sources": sources, "defaultMode": 0o400}}

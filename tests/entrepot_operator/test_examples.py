@@ -1,0 +1,94 @@
+"""The chart's examples (helm/entrepot/examples/): each parses with the operator's model and
+renders children whose config file the server loads. The CRD's own check of them is a server
+side dry run in tests/packaging/test_chart_in_cluster.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from entrepot.config import Settings
+from entrepot_operator.api import ModuleMirrorSpec
+from entrepot_operator.render import Owner, render_all
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "helm/entrepot/examples").glob("*.yaml"))
+OWNER = Owner(name="example", namespace="builds", uid="uid-1")
+
+
+def documents(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def rendered(path: Path) -> tuple[dict[str, Any], Settings]:
+    (mirror,) = [d for d in documents(path) if d["kind"] == "ModuleMirror"]
+    spec = ModuleMirrorSpec.model_validate(mirror["spec"])
+    children = render_all(
+        spec, OWNER, image="registry.example.com/e:1", service_monitor_available=False
+    )
+    config = yaml.safe_load(children["ConfigMap"]["data"]["config.yaml"])
+    return children, Settings.model_validate(config)
+
+
+def test_the_examples_are_found() -> None:
+    assert "air-gapped.yaml" in [p.name for p in EXAMPLES]
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_every_example_renders_a_config_the_server_loads(path: Path) -> None:
+    children, settings = rendered(path)
+    assert children["Deployment"] is not None
+    assert settings.listen == "0.0.0.0:8080"
+    # Every Secret an example ships is one its mirror mounts.
+    pod = children["Deployment"]["spec"]["template"]["spec"]
+    mounted = {
+        src["secret"]["name"]
+        for v in pod["volumes"]
+        if "projected" in v
+        for src in v["projected"]["sources"]
+    }
+    shipped = {d["metadata"]["name"] for d in documents(path) if d["kind"] == "Secret"}
+    assert shipped <= mounted
+
+
+def test_the_air_gapped_example_verifies_company_modules_with_a_key_from_its_secret() -> None:
+    path = next(p for p in EXAMPLES if p.name == "air-gapped.yaml")
+    children, settings = rendered(path)
+    sumdb = settings.go.sumdb
+    assert sumdb.databases is not None
+    (database,) = sumdb.databases
+    assert database.name == "sum.corp.example.com"
+    assert database.patterns == "corp.example.com"
+    assert database.key is None
+    assert str(database.key_file) == "/etc/entrepot/secrets/sumdb-key-0"
+    assert sumdb.no_sum == "git.corp.example.com"
+    assert sumdb.unreachable == "refuse"
+    assert settings.go.proxy == "https://proxy.corp.example.com"
+
+    pod = children["Deployment"]["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "credentials"]
+    assert volume["projected"]["sources"] == [
+        {
+            "secret": {
+                "name": "corp-sumdb",
+                "items": [{"key": "verifier-key", "path": "sumdb-key-0"}],
+            }
+        }
+    ]
+    mounts = pod["containers"][0]["volumeMounts"]
+    assert {"name": "credentials", "mountPath": "/etc/entrepot/secrets", "readOnly": True} in mounts
+
+    # The Secret holds a well-formed key for the database it names, so the server starts.
+    (secret,) = [d for d in documents(path) if d["kind"] == "Secret"]
+    key = secret["stringData"]["verifier-key"]
+    assert ModuleMirrorSpec.model_validate(
+        {
+            "go": {
+                "proxy": "https://proxy.corp.example.com",
+                "sumdb": {"databases": [{"name": "sum.corp.example.com", "key": key}]},
+            }
+        }
+    )
+    assert f'GOSUMDB="{key}"' in path.read_text()  # the comment's advice to builds agrees
