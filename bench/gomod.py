@@ -192,13 +192,20 @@ class RssSampler:
 
 
 @contextlib.contextmanager
-def server(tmp: Path, *, name: str, proxy: str, workers: int | None) -> Iterator[Server]:
+def server(
+    tmp: Path,
+    *,
+    name: str,
+    proxy: str,
+    workers: int | None,
+    env: dict[str, str] | None = None,
+) -> Iterator[Server]:
     """``running_server``, plus: workers it forked are killed by PID if they outlive it."""
     args = ["--workers", str(workers)] if workers else []
     seen: set[int] = set()
     parent = None
     try:
-        with running_server(tmp, proxy=proxy, name=name, args=args) as srv:
+        with running_server(tmp, proxy=proxy, name=name, args=args, env=env) as srv:
             parent = srv.proc.pid
             seen.update(tree_pids(parent))
             try:

@@ -388,7 +388,9 @@ def test_a_second_operator_waits_as_a_standby(operator_kubeconfig: str, tmp_path
 
 
 @pytest.mark.usefixtures("operator")
-@pytest.mark.parametrize("example", ["minimal", "private-modules", "highly-available"])
+@pytest.mark.parametrize(
+    "example", ["minimal", "private-modules", "highly-available", "air-gapped"]
+)
 def test_the_chart_examples_become_ready(kube: Any, ns: str, example: str) -> None:
     path = ROOT / "helm" / "entrepot" / "examples" / f"{example}.yaml"
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d]

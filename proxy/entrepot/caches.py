@@ -59,6 +59,11 @@ class MemoryCache:
             old_key, (_, old, _) = self._items.popitem(last=False)
             self.used -= self._cost(old_key, old)
 
+    def drop_prefix(self, prefix: str) -> None:
+        """Forget every item whose key starts with ``prefix`` (rare: a linear walk)."""
+        for key in [k for k in self._items if k.startswith(prefix)]:
+            self._drop(key)
+
     def _drop(self, key: str) -> None:
         _, body, _ = self._items.pop(key)
         self.used -= self._cost(key, body)

@@ -60,6 +60,10 @@ class Storage(Protocol):
         """Remove the blob if present."""
         ...
 
+    async def delete_prefix(self, prefix: str) -> None:
+        """Remove every blob whose key starts with ``prefix + "/"`` (a folder of blobs)."""
+        ...
+
     def exclusive(self, key: str) -> AbstractAsyncContextManager[None]:
         """Hold the fetch lock of ``key`` across processes (and replicas, where supported).
 

@@ -197,6 +197,10 @@ class FilesystemStorage:
         with contextlib.suppress(FileNotFoundError):
             self._path(key).unlink()
 
+    async def delete_prefix(self, prefix: str) -> None:
+        check_key(prefix)
+        await asyncio.to_thread(shutil.rmtree, self._path(prefix), ignore_errors=True)
+
     @contextlib.asynccontextmanager
     async def exclusive(self, key: str) -> AsyncIterator[None]:
         """An flock per key. Polled, not blocked on in a thread, so a waiter stays cancellable.

@@ -101,6 +101,7 @@ class Database:
     base_until: float = 0.0
     proven: set[tuple[int, bytes]] = field(default_factory=set)  # older trees known consistent
     head_mtime: int = 0
+    refresh_tried: float = -1e9
     fork_checked: float = -1.0
     fork_reason: str | None = None
 
@@ -149,6 +150,7 @@ class SumdbService:
 
     RESOLVE_SECONDS = 300.0
     FORK_RECHECK_SECONDS = 1.0
+    REFRESH_SECONDS = 1.0
 
     def __init__(
         self,
@@ -250,7 +252,9 @@ class SumdbService:
         if found is not None:
             return Served(found[1], content_type, found[0], "hit", True)
         key = db.key(tile.path)
-        blob, body = await self._fetch_once(key, lambda: self._fetch_tile(db, tile))
+        blob, body = await self._fetch_once(
+            key, lambda: self._fetch_tile(db, tile), reread=lambda: self._cached_tile(db, tile)
+        )
         return Served(body, content_type, blob, "miss", True)
 
     # -- module verification ---------------------------------------------------------------
@@ -355,6 +359,8 @@ class SumdbService:
                 stored = await self.storage.stat(db.key("head"))
                 if stored is None:
                     db.head, db.loaded, db.proven = None, False, set()
+                    db.checked_at = 0.0
+                    self.memory.drop_prefix(db.key(""))
         return db.fork_reason
 
     async def _refuse_if_forked(self, db: Database) -> None:
@@ -501,7 +507,12 @@ class SumdbService:
         await self._load_head(db)
         if db.head is not None and db.head.tree.n >= size:
             return db.head.tree
-        await self.flights.run(("latest", db.name), lambda: self._refresh_latest(db))
+        # At most one refresh a second for this: 60,000 requests for tiles past the tree
+        # must not become 60,000 requests for the database's latest head.
+        now = self.clock()
+        if now - db.refresh_tried >= self.REFRESH_SECONDS:
+            db.refresh_tried = now
+            await self.flights.run(("latest", db.name), lambda: self._refresh_latest(db))
         if db.head is None or db.head.tree.n < size:
             have = db.head.tree.n if db.head else 0
             raise NotFoundError(
@@ -596,6 +607,11 @@ class SumdbService:
                     f"checksum database {db.name}: the records of {tile.path} are not those of"
                     f" the signed tree {tree.n}; refused"
                 )
+        if tile.width != 1 << tile.height:
+            full = tlog.Tile(tile.height, tile.level, tile.n, 1 << tile.height)
+            stored_full = await self.storage.stat(db.key(full.path))
+            if stored_full is not None:  # proving it stored the full tile: cut from that
+                return stored_full
         return await self._store_tile(db, tile, body)
 
     async def _store_tile(self, db: Database, tile: tlog.Tile, body: bytes) -> BlobInfo:
@@ -603,6 +619,9 @@ class SumdbService:
         blob = await self.storage.stat(key)
         if blob is None:
             blob = await self.storage.put_bytes(key, body)
+            if tile.width == 1 << tile.height:
+                # Partial tiles are prefixes of this one: kept only until it exists.
+                await self.storage.delete_prefix(key + ".p")
         return blob
 
     async def _cached_tile(self, db: Database, tile: tlog.Tile) -> tuple[BlobInfo, bytes] | None:
@@ -723,7 +742,11 @@ class SumdbService:
         return blob, body
 
     async def _fetch_once(
-        self, key: str, fetch: Callable[[], Awaitable[BlobInfo]]
+        self,
+        key: str,
+        fetch: Callable[[], Awaitable[BlobInfo]],
+        *,
+        reread: Callable[[], Awaitable[tuple[BlobInfo, bytes] | None]] | None = None,
     ) -> tuple[BlobInfo, bytes]:
         remembered = self.failures.get(key, time.time())
         if remembered is not None:
@@ -735,7 +758,7 @@ class SumdbService:
                 self.failures.put(key, e, time.time())
             raise
         assert isinstance(result, BlobInfo)
-        found = await self._cached(key)
+        found = await (reread() if reread is not None else self._cached(key))
         if found is None:
             raise UnavailableError(f"{key}: cache entry vanished while serving; retry")
         return found
