@@ -379,7 +379,11 @@ def _check_key(value: str | None) -> str | None:
         try:
             parse_verifier_key(value.strip())
         except ConfigError as e:  # InvalidKeyError: say it as a field error, with the field
-            raise ValueError(e.message) from e
+            raise ValueError(
+                f"invalid verifier key ({e.message}): want '<name>+<8 hex digits>+<base64"
+                " Ed25519 key>', the first field of GOSUMDB as the database's operator"
+                " publishes it"
+            ) from e
         return value.strip()
     return value
 
