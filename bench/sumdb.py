@@ -7,10 +7,11 @@ verifying (``GOSUMDB=<key> <database url>``), one not (``GOSUMDB=off``).
 
 a. Cache hits: ``wrk -t1 -c64`` cycling over cached lookups and tiles of the verifying mirror,
    then over ``.info``/``.mod`` hits of the same mirror, in the same run.
-b. A cold ``go mod download`` of a 100-module graph: through the verifying mirror with the go
-   command verifying through it (``GOSUMDB=<key>``), against the same download through the
-   non-verifying mirror with ``GOSUMDB=off``. Fresh mirror data and module cache each round;
-   rounds interleaved; the median is reported. The database is warmed first (it learns every
+b. A cold ``go mod download`` of a 100-module graph, three ways: the mirror verifies and the
+   go command does not (``GOSUMDB=off``): the mirror's own cost, the target; nothing
+   verifies: the baseline; the mirror verifies and the go command verifies through it
+   (``GOSUMDB=<key>``): what a default client sees. Fresh mirror data and module cache each
+   round; rounds interleaved; the median is reported. The database is warmed first (it learns every
    module once, as the public one has), so its own first-sight cost is not measured.
 """
 
@@ -134,23 +135,32 @@ def main(argv: list[str] | None = None) -> int:
                     url = f"{db.url}/lookup/{escape_path(path)}@{escape_version(version)}"
                     client.get(url).raise_for_status()
             verified_env = f"{vkey} {db.url}"
-            times: dict[str, list[float]] = {"verified": [], "off": []}
+            # mode: (the mirror's GOSUMDB, the go command's GOSUMDB)
+            modes = {
+                "mirror verifies": (verified_env, "off"),
+                "nothing verifies": ("off", "off"),
+                "mirror and go verify": (verified_env, vkey),
+            }
+            times: dict[str, list[float]] = {m: [] for m in modes}
             print(f"\n## b. cold `go mod download` of {GRAPH} modules, {opts.rounds} rounds")
             for r in range(opts.rounds):
-                for mode in ("verified", "off"):
-                    rtmp = tmp / f"round{r}-{mode}"
+                for mode, (server_sumdb, client_sumdb) in modes.items():
+                    rtmp = tmp / f"round{r}-{mode.replace(' ', '-')}"
                     rtmp.mkdir()
-                    server_sumdb = verified_env if mode == "verified" else "off"
                     with mirror(rtmp, "mirror", up.url, server_sumdb) as srv:
-                        client_sumdb = vkey if mode == "verified" else "off"
-                        t = cold_download(rtmp, srv, mods, client_sumdb, mode)
+                        t = cold_download(rtmp, srv, mods, client_sumdb, "client")
                         times[mode].append(t)
-                        print(f"  round {r} {mode}: {t:.2f} s", flush=True)
-                        if mode == "verified" and r == opts.rounds - 1:
+                        print(f"  round {r}, {mode}: {t:.2f} s", flush=True)
+                        if mode == "mirror and go verify" and r == opts.rounds - 1:
                             print("\n## a. cache hits: sumdb lookups+tiles vs .info/.mod")
                             res["hits"] = bench_hits(srv, rtmp, mods, opts)
             med = {k: statistics.median(v) for k, v in times.items()}
-            res["cold"] = {"times": times, "median": med, "ratio": med["verified"] / med["off"]}
+            res["cold"] = {
+                "times": times,
+                "median": med,
+                "ratio": med["mirror verifies"] / med["nothing verifies"],
+                "ratio_with_client": med["mirror and go verify"] / med["nothing verifies"],
+            }
     hits = res["hits"]
     print("\n## Results\n")
     print("| Benchmark | Result | Target | Met |\n|---|---|---|---|")
@@ -165,10 +175,17 @@ def main(argv: list[str] | None = None) -> int:
         f" errors {i.errors} | (reference) | ratio {s.rps / i.rps:.2f} |"
     )
     c = res["cold"]
+    m = c["median"]
     print(
-        f"| cold download, {GRAPH} modules | verified {c['median']['verified']:.2f} s, off"
-        f" {c['median']['off']:.2f} s (medians of {opts.rounds}) | ≤ {COLD_TARGET_RATIO:.2f}x"
+        f"| cold download, {GRAPH} modules: the mirror verifies (go: GOSUMDB=off) |"
+        f" {m['mirror verifies']:.2f} s vs {m['nothing verifies']:.2f} s with nothing"
+        f" verifying (medians of {opts.rounds}) | ≤ {COLD_TARGET_RATIO:.2f}x"
         f" | {c['ratio']:.2f}x {'yes' if c['ratio'] <= COLD_TARGET_RATIO else 'no'} |"
+    )
+    print(
+        f"| cold download, {GRAPH} modules: the mirror and the go command verify |"
+        f" {m['mirror and go verify']:.2f} s | (reference: what a default client sees) |"
+        f" {c['ratio_with_client']:.2f}x |"
     )
     print(f"upstream requests of the mirror during the hit runs: {hits['upstream'] or 'none'}")
     opts.results.mkdir(parents=True, exist_ok=True)

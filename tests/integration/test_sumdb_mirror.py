@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from support.gocmd import GoClient
-from support.modules import simple, write_module
+from support.modules import FixtureModule, simple, write_module
 from support.servers import Server, metrics_eventually, running_server, server_env
 from support.sumdb import SumDB, generate_key, running_sumdb
 
@@ -54,8 +54,19 @@ class World:
             yield server
 
 
+TOOL = FixtureModule(
+    "example.com/tool",
+    "v1.0.0",
+    {
+        "go.mod": "module example.com/tool\n\ngo 1.21\n",
+        "cmd/hi/main.go": 'package main\n\nfunc main() { println("hi") }\n',
+    },
+)
+
+
 @pytest.fixture
 def world(tmp_path: Path, upstream_dir: Path, upstream_server: Server) -> Iterator[World]:
+    write_module(upstream_dir, TOOL)
     skey, vkey = generate_key(DB)
     with running_sumdb(tmp_path, source=upstream_dir, skey=skey, name="sumdb") as db:
         yield World(tmp_path, upstream_dir, upstream_server, skey, vkey, db)
@@ -99,10 +110,11 @@ def test_go_verifies_through_the_mirror_with_no_other_route(world: World) -> Non
             world.sumdb.requests(),
         )
 
-        # go install through the same route, in a fresh cache.
+        # go install of a command, in a fresh module cache, verified the same way.
         other = world.client(mirror, "user2")
-        other.new_module()
-        other.run("mod", "download", "example.com/hello@v1.0.0")
+        other.run("install", "example.com/tool/cmd/hi@v1.0.0", cwd=other.home)
+        assert (other.home / "gopath" / "bin" / "hi").exists()
+        assert "/sumdb/sum.test.example/lookup/example.com/tool@v1.0.0" in mirror.log()
 
 
 def test_tiles_and_lookups_served_byte_for_byte_and_with_the_database_stopped(
@@ -393,3 +405,23 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
         timeout=60,
         check=False,
     )
+
+
+def test_a_database_name_with_a_path(
+    tmp_path: Path, upstream_dir: Path, upstream_server: Server
+) -> None:
+    name = "sum.test.example/tenant"
+    skey, vkey = generate_key(name)
+    with (
+        running_sumdb(tmp_path, source=upstream_dir, skey=skey, name="sumdb") as db,
+        running_server(
+            tmp_path, proxy=upstream_server.url, name="mirror", env={"GOSUMDB": db.gosumdb}
+        ) as mirror,
+    ):
+        assert httpx.get(f"{mirror.url}/sumdb/{name}/supported").status_code == 200
+        assert httpx.get(f"{mirror.url}/sumdb/sum.test.example/supported").status_code == 404
+        go = GoClient(tmp_path / "user", mirror.url, extra_env={"GOSUMDB": vkey})
+        go.new_module()
+        go.run("get", "example.com/hello@v1.1.0")
+        assert f"/sumdb/{name}/lookup/example.com/hello@v1.1.0" in mirror.log()
+        assert (mirror.data_dir / "sumdb" / "sum.test.example" / "tenant" / "head").exists()

@@ -6,6 +6,10 @@ prefixes the path wins, and any other name is a 404, the go command's cue to go 
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
+from typing import Literal
+
 from aiohttp import web
 
 from entrepot.errors import InvalidRequestError, NotFoundError
@@ -38,12 +42,26 @@ def parse_lookup(rest: str) -> tuple[str, str]:
     return module, version
 
 
+@dataclass(frozen=True)
+class SumdbRequest:
+    """A parsed /sumdb/ path: which database, which endpoint, and the cache key it reads."""
+
+    name: str
+    endpoint: Literal["supported", "latest", "lookup", "tile"]
+    module: str | None = None
+    version: str | None = None
+    tile: tlog.Tile | None = None
+
+
 class SumdbHandlers:
     def __init__(self, service: SumdbService, *, latest_ttl: float) -> None:
         self.service = service
         self.latest_ttl = latest_ttl
         # Longest name first, so 'db.example.com/sub' wins over 'db.example.com'.
         self.names = sorted(service.databases, key=len, reverse=True)
+        # Parsing (Go's path rules, unescaping) is pure: memoized, as for module paths. Only
+        # valid paths are remembered (a bad one raises and is parsed again next time).
+        self.parse = functools.lru_cache(maxsize=1 << 16)(self._parse)
 
     def split(self, path: str) -> tuple[str, str]:
         tail = path[len(PREFIX) :]
@@ -55,24 +73,37 @@ class SumdbHandlers:
             " the go command will ask the next GOPROXY entry or the database itself"
         )
 
+    def _parse(self, path: str) -> SumdbRequest:
+        name, rest = self.split(path)
+        if rest == "supported":
+            return SumdbRequest(name, "supported")
+        if rest == "latest":
+            return SumdbRequest(name, "latest")
+        if rest.startswith("lookup/"):
+            module, version = parse_lookup(rest[len("lookup/") :])
+            return SumdbRequest(name, "lookup", module, version)
+        if rest.startswith("tile/"):
+            return SumdbRequest(name, "tile", tile=tlog.parse_tile_path(rest))
+        raise NotFoundError(
+            f"{rest!r}: a checksum database serves supported, latest, lookup/ and tile/"
+        )
+
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         request["endpoint"] = "sumdb"
-        name, rest = self.split(request.path)
+        req = self.parse(request.path)
         service = self.service
-        if rest == "supported":
-            return web.Response(body=b"", headers={"Content-Type": TEXT})
-        if rest == "latest":
-            served = await service.latest(name)
-        elif rest.startswith("lookup/"):
-            module, version = parse_lookup(rest[len("lookup/") :])
-            request["module"], request["version"] = module, version
-            served = await service.lookup(name, module, version)
-        elif rest.startswith("tile/"):
-            served = await service.tile(name, tlog.parse_tile_path(rest))
+        if req.endpoint == "lookup":
+            assert req.module is not None
+            assert req.version is not None
+            request["module"], request["version"] = req.module, req.version
+            served = await service.lookup(req.name, req.module, req.version)
+        elif req.endpoint == "tile":
+            assert req.tile is not None
+            served = await service.tile(req.name, req.tile)
+        elif req.endpoint == "latest":
+            served = await service.latest(req.name)
         else:
-            raise NotFoundError(
-                f"{rest!r}: a checksum database serves supported, latest, lookup/ and tile/"
-            )
+            return web.Response(body=b"", headers={"Content-Type": TEXT})
         request["cache"] = served.cache
         return self.respond(request, served)
 

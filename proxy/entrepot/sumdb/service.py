@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -235,7 +236,7 @@ class SumdbService:
 
     async def lookup(self, name: str, module: str, version: str) -> Served:
         db = self.get(name)
-        key = db.key(f"lookup/{escape_path(module)}@{escape_version(version)}")
+        key = _lookup_key(db.name, module, version)
         found = await self._cached(key)
         if found is not None:
             blob, body = found
@@ -672,9 +673,7 @@ class SumdbService:
                 f"{what}: the record checksum database {db.name} answered is not record"
                 f" {record_id} of its signed tree; refused"
             )
-        return await self.storage.put_bytes(
-            db.key(f"lookup/{escape_path(module)}@{escape_version(version)}"), raw
-        )
+        return await self.storage.put_bytes(_lookup_key(db.name, module, version), raw)
 
     # -- upstream --------------------------------------------------------------------------
 
@@ -772,6 +771,11 @@ class SumdbService:
                 if reason is not None:
                     out.append(f"checksum database {db.name} failed closed: {reason}")
         return out
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _lookup_key(name: str, module: str, version: str) -> str:
+    return f"sumdb/{name}/lookup/{escape_path(module)}@{escape_version(version)}"
 
 
 def _tile_size(tile: tlog.Tile) -> int:
