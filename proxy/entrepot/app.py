@@ -20,6 +20,7 @@ from entrepot.config import Settings, SumDatabase, parse_proxy_list, split_host_
 from entrepot.errors import ConfigError, redact
 from entrepot.gomod.direct import DirectUpstream
 from entrepot.gomod.handlers import GoHandlers
+from entrepot.gomod.module import match_prefix_patterns
 from entrepot.gomod.paths import endpoint_of
 from entrepot.gomod.service import GoService, Router, Rule
 from entrepot.gomod.upstream import Chain, ProxyUpstream, Upstream, build_chain, read_netrc
@@ -92,7 +93,7 @@ def build_router(
         return build_chain(parse_proxy_list(text), make_proxy=make_proxy, direct=direct)
 
     rules = [
-        Rule(r.patterns, chain=chain(r.proxy) if r.proxy else None, deny=r.deny, sumdb=r.sumdb)
+        Rule(r.patterns, chain=chain(r.proxy) if r.proxy else None, deny=r.deny)
         for r in go.routes or []
     ]
     upstreams: list[Upstream] = list(proxies.values()) + ([direct] if direct else [])
@@ -118,7 +119,12 @@ def read_sumdb_key(db: SumDatabase) -> str:
 
 
 def build_sumdb(
-    settings: Settings, *, client: httpx.AsyncClient, storage: FilesystemStorage, metrics: Metrics
+    settings: Settings,
+    *,
+    client: httpx.AsyncClient,
+    storage: FilesystemStorage,
+    metrics: Metrics,
+    max_fetches: int = 128,
 ) -> SumdbService:
     """Each database with its key and its hops: proxies (asked /supported first), itself."""
     go = settings.go
@@ -158,8 +164,23 @@ def build_sumdb(
         cache=go.cache,
         latest_ttl=go.sumdb.latest_ttl,
         no_sum=go.sumdb.no_sum or "",
+        exempt=sum_exempt(settings),
         unreachable=go.sumdb.unreachable,
+        max_fetches=max_fetches,
     )
+
+
+def sum_exempt(settings: Settings) -> Callable[[str], bool]:
+    """Whether the first route matching a module turns the checksum databases off for it."""
+    routes = [(r.patterns, not r.sumdb) for r in settings.go.routes or []]
+
+    def exempt(module: str) -> bool:
+        for patterns, off in routes:
+            if match_prefix_patterns(patterns, module):
+                return off
+        return False
+
+    return exempt
 
 
 @dataclass
@@ -171,6 +192,7 @@ class Mirror:
     metrics: Metrics
     accesslog: AccessLog
     client: httpx.AsyncClient
+    sumdb_client: httpx.AsyncClient
     storage: FilesystemStorage
     shutdown_timeout: float
     _flusher: asyncio.Task[None] | None = None
@@ -194,6 +216,7 @@ class Mirror:
         self.accesslog.flush()
         self.metrics.flush()
         await self.client.aclose()
+        await self.sumdb_client.aclose()
         self.storage.close()
 
 
@@ -215,7 +238,22 @@ def build_mirror(
         trust_env=True,
     )
     router, _ = build_router(settings, client=client, data_dir=storage.root)
-    sumdb = build_sumdb(settings, client=client, storage=storage, metrics=metrics)
+    # The checksum databases get their own connection pool: a flood of lookups for made-up
+    # modules must not take the connections module fetches need.
+    sumdb_client = httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.go.upstream_timeout),
+        limits=httpx.Limits(max_connections=32, max_keepalive_connections=8),
+        follow_redirects=False,
+        headers={"User-Agent": f"entrepot/{__version__}"},
+        trust_env=True,
+    )
+    sumdb = build_sumdb(
+        settings,
+        client=sumdb_client,
+        storage=storage,
+        metrics=metrics,
+        max_fetches=max(16, (max_fetches or settings.limits.max_fetches) // 4),
+    )
     service = GoService(
         storage=storage,
         router=router,
@@ -286,6 +324,7 @@ def build_mirror(
         metrics=metrics,
         accesslog=accesslog,
         client=client,
+        sumdb_client=sumdb_client,
         storage=storage,
         shutdown_timeout=settings.shutdown_timeout,
     )

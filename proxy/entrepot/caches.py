@@ -124,6 +124,10 @@ class FailureCache:
         while self.used > self.max_bytes and self._items:
             self._drop(next(iter(self._items)))
 
+    def drop_prefix(self, prefix: str) -> None:
+        for key in [k for k in self._items if k.startswith(prefix)]:
+            self._drop(key)
+
     def forget(self, key: str) -> None:
         if key in self._items:
             self._drop(key)

@@ -371,6 +371,7 @@ class Direct(_Model):
     )
 
 
+SUMDB_NAME_PATTERN = r"^[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*$"
 KEY_PATTERN = r"^[^+\s]+\+[0-9a-f]{8}\+[A-Za-z0-9+/]+=*$"
 
 
@@ -398,7 +399,7 @@ class SumDatabase(_Model):
         ),
         min_length=1,
         max_length=253,
-        json_schema_extra={"pattern": r"^[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*$"},
+        json_schema_extra={"pattern": SUMDB_NAME_PATTERN},
     )
     key: str | None = Field(
         default=None,
@@ -437,6 +438,19 @@ class SumDatabase(_Model):
     )
 
     _key = field_validator("key")(classmethod(lambda cls, v: _check_key(v)))
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not re.fullmatch(SUMDB_NAME_PATTERN, value) or any(
+            part in (".", "..") for part in value.split("/")
+        ):
+            raise ValueError(
+                f"{value!r} is not a checksum database name: a host name, optionally with a"
+                " path (e.g. 'sum.example.com' or 'db.example.com/sub')"
+            )
+        return value
+
     _proxy = field_validator("proxy")(classmethod(lambda cls, v: _check_proxy_list(v)))
     _patterns = field_validator("patterns")(
         classmethod(lambda cls, v: None if v is None else _check_patterns(v))
@@ -802,20 +816,35 @@ def _with_go_defaults(settings: Settings, env: Mapping[str, str]) -> Settings:
 _KNOWN_KEY = re.compile(r'"([^"\s]+)"\s*:\s*"([^"\s]+\+[0-9a-f]{8}\+[A-Za-z0-9+/=]+)"')
 
 
-def toolchain_sumdb_keys(env: Mapping[str, str], *, go_binary: str = "go") -> dict[str, str]:
-    """The checksum databases the local go command knows by name, with their keys.
+_ALIAS = re.compile(r'gosumdb\s*==\s*"([^"\s]+)"\s*\{\s*gosumdb\s*=\s*"([^"]+)"')
+MODFETCH = "src/cmd/go/internal/modfetch"
 
-    Read from the toolchain's own source (``$GOROOT/src/cmd/go/internal/modfetch/key.go``),
-    so no key is written into this project and a toolchain update carries a key rotation.
+
+def toolchain_sumdb_keys(env: Mapping[str, str], *, go_binary: str = "go") -> dict[str, str]:
+    """The GOSUMDB values the local go command knows by name: a database's key, or for an
+    alias the ``key url`` it stands for.
+
+    Read from the toolchain's own source (``$GOROOT/src/cmd/go/internal/modfetch/key.go`` and
+    ``sumdb.go``), so no key or host is written into this project and a toolchain update
+    carries a key rotation.
     """
     goroot = go_env("GOROOT", env, go_binary=go_binary)
     if not goroot:
         return {}
     try:
-        text = (Path(goroot) / "src/cmd/go/internal/modfetch/key.go").read_text()
+        keys = (Path(goroot) / MODFETCH / "key.go").read_text()
     except OSError:
         return {}
-    return {name: key for name, key in _KNOWN_KEY.findall(text) if key.startswith(name + "+")}
+    known = {name: key for name, key in _KNOWN_KEY.findall(keys) if key.startswith(name + "+")}
+    try:
+        aliases = _ALIAS.findall((Path(goroot) / MODFETCH / "sumdb.go").read_text())
+    except OSError:
+        aliases = []
+    for alias, target in aliases:
+        fields = target.split()
+        if len(fields) == 2 and fields[0] in known:
+            known[alias] = f"{known[fields[0]]} {fields[1]}"
+    return known
 
 
 def parse_gosumdb(value: str, known: Mapping[str, str]) -> list[dict[str, Any]]:
@@ -824,13 +853,17 @@ def parse_gosumdb(value: str, known: Mapping[str, str]) -> list[dict[str, Any]]:
     fields = value.split()
     if not fields or fields == ["off"]:
         return []
+    if len(fields) == 1 and fields[0] in known:
+        fields = known[fields[0]].split()  # a name, or an alias that brings its URL
     if len(fields) > 2:
         raise ConfigError(f"GOSUMDB={value!r}: too many fields (want 'key' or 'key url')")
     key = known.get(fields[0], fields[0])
     if "+" not in key:
         raise ConfigError(
-            f"GOSUMDB={value!r}: the local go command knows no key for {fields[0]!r}; give"
-            " the full verifier key ('name+hash+key') in GOSUMDB or in go.sumdb.databases"
+            f"GOSUMDB={value!r}: no key known for {fields[0]!r}. The keys of the go command's"
+            f" built-in databases are read from its toolchain ($GOROOT/{MODFETCH}/key.go),"
+            " which is missing or does not name it here; give the full verifier key"
+            " ('name+hash+key') in GOSUMDB or in go.sumdb.databases"
         )
     db: dict[str, Any] = {"name": key.split("+", 1)[0], "key": key}
     if len(fields) == 2:

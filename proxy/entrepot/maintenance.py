@@ -9,7 +9,9 @@ every server re-reads (a running server notices within a second).
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,7 @@ from entrepot.gomod.ziprules import h1_mod, verify_zip
 from entrepot.metrics import Metrics
 from entrepot.storage.filesystem import FilesystemStorage, unique_owner
 from entrepot.sumdb.note import is_valid_name
+from entrepot.sumdb.service import NotInDatabaseError
 
 Outcome = Literal["verified", "mismatch", "unchecked", "unverifiable"]
 
@@ -71,6 +74,16 @@ async def verify_cache(settings: Settings, *, remove: bool = False) -> Report:
                     continue
                 try:
                     found = await sumdb.expected(module, version)
+                except NotInDatabaseError as e:
+                    # The server refuses (and removes) these too: a mismatch for the report.
+                    report.counts["mismatch"] += 1
+                    report.lines.append(
+                        f"NOT IN DATABASE {what}: {e.message}"
+                        + (f"; removed {path}" if remove else "")
+                    )
+                    if remove:
+                        _remove(path, kind)
+                    continue
                 except EntrepotError as e:
                     report.counts["unverifiable"] += 1
                     report.lines.append(f"UNVERIFIABLE {what}: {e.message}")
@@ -87,12 +100,16 @@ async def verify_cache(settings: Settings, *, remove: bool = False) -> Report:
                     f" {lines.get(kind)}" + (f"; removed {path}" if remove else "")
                 )
                 if remove:
-                    path.unlink(missing_ok=True)
-                    if kind == "zip":
-                        path.with_name(path.name + "hash").unlink(missing_ok=True)
+                    _remove(path, kind)
         finally:
             storage.close()
     return report
+
+
+def _remove(path: Path, kind: str) -> None:
+    path.unlink(missing_ok=True)
+    if kind == "zip":
+        path.with_name(path.name + "hash").unlink(missing_ok=True)
 
 
 async def _h1(path: Path, module: str, version: str, kind: Literal["mod", "zip"]) -> str:
@@ -104,12 +121,28 @@ async def _h1(path: Path, module: str, version: str, kind: Literal["mod", "zip"]
 
 
 def reset_sumdb(data_dir: Path, name: str) -> list[Path]:
-    """Forget a database's stored tree head, fork evidence, lookups and tiles."""
-    if not is_valid_name(name.split("/", 1)[0]) or ".." in name.split("/"):
+    """Forget a database's stored tree head, fork evidence, lookups and tiles, then write a
+    new reset generation that every running worker notices within a second.
+
+    The head goes first: a server reading in between sees no head and no longer compares
+    with the old one; only then the fork evidence. Other databases (``name/sub``) are kept."""
+    first = name.split("/", 1)[0]
+    if not is_valid_name(first) or any(p in ("", ".", "..") for p in name.split("/")):
         raise InvalidRequestError(f"{name!r} is not a checksum database name")
     folder = data_dir / "sumdb" / name
-    if not folder.is_dir():
-        return []
-    removed = sorted(p for p in (folder / "head", folder / "fork") if p.exists())
-    shutil.rmtree(folder)
-    return removed or [folder]
+    removed = []
+    for entry in ("head", "fork"):
+        path = folder / entry
+        if path.exists():
+            path.unlink()
+            removed.append(path)
+    for entry in ("lookup", "tile"):
+        path = folder / entry
+        if path.is_dir():
+            shutil.rmtree(path)
+            removed.append(path)
+    if folder.is_dir():
+        staged = folder / f".generation.{uuid.uuid4().hex}"
+        staged.write_text(uuid.uuid4().hex + "\n")
+        os.replace(staged, folder / "generation")
+    return removed

@@ -80,6 +80,8 @@ Verdict = Literal["verified", "unverified", "unchecked"]
 class SumChecker(Protocol):
     """A checksum database check (entrepot.sumdb.service.SumdbService), injected by the app."""
 
+    generation: int  # changes when a database is reset: every check starts over
+
     def covers(self, module: str) -> bool: ...
 
     async def expected(self, module: str, version: str) -> Any: ...
@@ -100,7 +102,6 @@ class Rule:
     patterns: str
     chain: Chain | None = None
     deny: str | None = None
-    sumdb: bool = True
 
 
 class Router:
@@ -121,13 +122,6 @@ class Router:
                     )
                 return rule.chain
         return self.default
-
-    def sum_checked(self, module: str) -> bool:
-        """False when the first rule matching the module turns checksum databases off."""
-        for rule in self.rules:
-            if match_prefix_patterns(rule.patterns, module):
-                return rule.sumdb
-        return True
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -214,6 +208,7 @@ class GoService:
         # check): a hit on them costs one dict lookup. Bounded; evicted keys are re-checked.
         self._checked: OrderedDict[str, None] = OrderedDict()
         self._fetched_unverified: set[str] = set()
+        self._generation = sums.generation if sums is not None else 0
 
     # -- the five endpoints ------------------------------------------------------------------
 
@@ -326,9 +321,7 @@ class GoService:
     # -- checksum database ---------------------------------------------------------------
 
     def _sum_checked(self, module: str) -> bool:
-        return (
-            self.sums is not None and self.router.sum_checked(module) and self.sums.covers(module)
-        )
+        return self.sums is not None and self.sums.covers(module)
 
     def _prefetch_sums(self, module: str, version: str) -> asyncio.Future[Any] | None:
         """Start the database lookup while the upstream fetch runs: the check then costs
@@ -388,6 +381,13 @@ class GoService:
             return False
         self._mark_checked(key)
         return True
+
+    def _start_over(self) -> None:
+        """A checksum database was reset: what was checked against it is checked again."""
+        assert self.sums is not None
+        self._generation = self.sums.generation
+        self._checked.clear()
+        self.memory.drop_prefix("go/")
 
     def _mark_checked(self, key: str) -> None:
         self._fetched_unverified.discard(key)
@@ -493,6 +493,8 @@ class GoService:
         time this process serves it (True: verified or exempt; False: still unverified)."""
         endpoint = _ENDPOINT[kind]
         in_memory = POLICY[kind].in_memory
+        if check is not None and self.sums is not None and self.sums.generation != self._generation:
+            self._start_over()
         if in_memory:
             item = self.memory.get(key)
             if item is not None:
@@ -511,12 +513,14 @@ class GoService:
             body = await self.storage.get(key)
             if body is None:  # deleted in between; rare: answer from a fresh fetch next time
                 raise UpstreamError(f"{key}: cache entry vanished while serving; retry")
-        if result == "hit" and check is not None and key not in self._checked:
+        # A hit, or a miss another worker (or instance) answered: this process has not
+        # checked those bytes yet.
+        if check is not None and verified and key not in self._checked:
             verified = await check(blob, body)
         self.metrics.record_cache(endpoint, result)
         if body is None:
             return Answer(kind, blob, None, result, unverified=not verified)
-        if verified:
+        if verified and (check is None or key in self._checked):
             self.memory.put(key, blob, body)
         return Answer(kind, blob, body, result, unverified=not verified)
 

@@ -205,29 +205,38 @@ class FilesystemStorage:
     async def exclusive(self, key: str) -> AsyncIterator[None]:
         """An flock per key. Polled, not blocked on in a thread, so a waiter stays cancellable.
 
-        The holder unlinks the lock file before releasing it: a waiter that then gets the
-        orphaned file and a newcomer that creates a fresh one may both run, but both re-check
-        the store first and find what the holder published.
+        The holder unlinks the lock file before releasing it, so the folder does not fill
+        with lock files. A waiter that then gets the lock of the unlinked file does not hold
+        the key's lock (a newcomer may have created a fresh file and locked it): it checks
+        that the file it locked is still the one at the path, and otherwise starts over.
         """
         path = self.locks_dir / (hashlib.sha256(key.encode()).hexdigest()[:40] + ".lock")
-        with os_errors(key):
-            fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-        try:
-            attempt = 0
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    await asyncio.sleep(_LOCK_POLL[min(attempt, len(_LOCK_POLL) - 1)])
-                    attempt += 1
+        attempt = 0
+        while True:
+            with os_errors(key):
+                fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
             try:
-                yield
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        await asyncio.sleep(_LOCK_POLL[min(attempt, len(_LOCK_POLL) - 1)])
+                        attempt += 1
+                try:
+                    current = os.stat(path).st_ino
+                except FileNotFoundError:
+                    current = None
+                if current != os.fstat(fd).st_ino:
+                    continue  # locked an unlinked file: try again on the one at the path
+                try:
+                    yield
+                finally:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
+                return
             finally:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
-        finally:
-            os.close(fd)
+                os.close(fd)
 
     def writable(self) -> bool:
         try:

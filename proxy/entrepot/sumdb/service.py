@@ -86,6 +86,10 @@ class DatabaseUnreachableError(UnavailableError):
     pass
 
 
+class NotInDatabaseError(VerificationError):
+    """The database does not know the version (a private module, or a made-up one)."""
+
+
 @dataclass
 class _Head:
     tree: tlog.Tree
@@ -101,9 +105,15 @@ class Database:
     base: Fetcher | None = None
     base_until: float = 0.0
     proven: set[tuple[int, bytes]] = field(default_factory=set)  # older trees known consistent
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one head update at a time
     head_mtime: int = 0
+    head_error: str | None = None
     refresh_tried: float = -1e9
-    fork_checked: float = -1.0
+    latest_failed_at: float = -1e9
+    latest_error: str | None = None
+    fork_checked: float = -1e9
+    generation: bytes | None = None
+    generation_seen: bool = False
     fork_reason: str | None = None
 
     @property
@@ -162,7 +172,9 @@ class SumdbService:
         cache: GoCache,
         latest_ttl: float,
         no_sum: str = "",
+        exempt: Callable[[str], bool] | None = None,
         unreachable: Literal["refuse", "serve_unverified"] = "refuse",
+        max_fetches: int = 128,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.databases = {c.name: Database(c) for c in databases}
@@ -171,7 +183,9 @@ class SumdbService:
         self.cache = cache
         self.latest_ttl = latest_ttl
         self.no_sum = no_sum
+        self.exempt = exempt
         self.unreachable = unreachable
+        self.max_fetches = max_fetches
         self.clock = clock
         self.memory = MemoryCache(max(cache.memory_bytes // 4, 1 << 20))
         self.failures = FailureCache(
@@ -180,11 +194,18 @@ class SumdbService:
             max_bytes=cache.negative_memory_bytes,
         )
         self.flights: Coalescer[object] = Coalescer()
+        self.generation = 0  # bumped when a database is reset: module checks start over
 
     # -- which database vouches for a module ---------------------------------------------------
 
+    def private(self, module: str) -> bool:
+        """Never sent to a database: go.sumdb.no_sum, or a route with ``sumdb: false``."""
+        return bool(self.no_sum and match_prefix_patterns(self.no_sum, module)) or bool(
+            self.exempt and self.exempt(module)
+        )
+
     def database_for(self, module: str) -> Database | None:
-        if self.no_sum and match_prefix_patterns(self.no_sum, module):
+        if self.private(module):
             return None
         fallback = None
         for db in self.databases.values():
@@ -220,7 +241,10 @@ class SumdbService:
         age = now - db.checked_at
         if db.head is None or age > self.latest_ttl + self.cache.stale_while_revalidate:
             try:
-                await self._refresh_latest(db)
+                if now - db.latest_failed_at < self.cache.error_ttl:
+                    # Failed a moment ago: an outage is not retried on every request.
+                    raise DatabaseUnreachableError(db.latest_error or "unreachable")
+                await self.flights.run(("latest", db.name), lambda: self._refresh_latest(db))
             except ForkedError:
                 raise
             except EntrepotError as e:
@@ -230,7 +254,7 @@ class SumdbService:
                 return Served(db.head.note, TEXT, None, "stale", False)
             assert db.head is not None
             return Served(db.head.note, TEXT, None, "miss", False)
-        if age > self.latest_ttl:
+        if age > self.latest_ttl and now - db.latest_failed_at >= self.cache.error_ttl:
             self.flights.start(("latest", db.name), lambda: self._refresh_quietly(db))
         return Served(db.head.note, TEXT, None, "hit", False)
 
@@ -241,6 +265,11 @@ class SumdbService:
         if found is not None:
             blob, body = found
             return Served(body, TEXT, blob, "hit", True)
+        if self.private(module):
+            raise NotFoundError(
+                f"{module}: a private path on this mirror (go.sumdb.no_sum): never sent to a"
+                " checksum database; set GONOSUMDB/GOPRIVATE for it"
+            )
         blob, body = await self._fetch_once(key, lambda: self._fetch_lookup(db, module, version))
         return Served(body, TEXT, blob, "miss", True)
 
@@ -273,8 +302,7 @@ class SumdbService:
         except ForkedError:
             raise
         except NotFoundError as e:
-            self.record_failure(db, "not_found")
-            raise VerificationError(
+            raise NotInDatabaseError(
                 f"{module}@{version}: not in checksum database {db.name} ({e.message}); a"
                 " private module? list it in go.sumdb.no_sum (GONOSUMDB/GOPRIVATE)"
             ) from e
@@ -294,6 +322,11 @@ class SumdbService:
         try:
             found = await (expected if expected is not None else self.expected(module, version))
         except ForkedError:
+            raise
+        except NotInDatabaseError:
+            db = self.database_for(module)
+            if db is not None:  # counted only when an upstream had the version
+                self.record_failure(db, "not_found")
             raise
         except (UnavailableError, NotFoundError) as e:
             return self._unreachable(module, version, e)
@@ -348,25 +381,36 @@ class SumdbService:
     # -- fork state ------------------------------------------------------------------------
 
     async def forked(self, db: Database) -> str | None:
-        """The fork evidence, re-read from storage at most once a second (an operator may
-        clear it while the server runs)."""
+        """The fork evidence, re-read from storage at most once a second, with the reset
+        generation: ``entrepot sumdb reset`` (maybe run while servers run) rewrites it, and
+        every worker then forgets what it held of that database."""
         now = self.clock()
         if now - db.fork_checked >= self.FORK_RECHECK_SECONDS:
+            db.fork_checked = now
+            generation = await self.storage.get(db.key("generation"))
+            if db.generation_seen and generation != db.generation:
+                self._forget(db)
+            db.generation, db.generation_seen = generation, True
             raw = await self.storage.get(db.key("fork"))
             db.fork_reason = raw.decode("utf-8", "replace") if raw is not None else None
-            db.fork_checked = now
-            if raw is None and db.loaded and db.head is not None:
-                # cleared (maybe with the head): read the head again on next use
-                stored = await self.storage.stat(db.key("head"))
-                if stored is None:
-                    db.head, db.loaded, db.proven = None, False, set()
-                    db.checked_at = 0.0
-                    self.memory.drop_prefix(db.key(""))
         return db.fork_reason
 
+    def _forget(self, db: Database) -> None:
+        """Drop everything held in memory of a database that was reset."""
+        log.warning("checksum database %s was reset: forgetting its cached state", db.name)
+        db.head, db.loaded, db.proven, db.checked_at = None, False, set(), 0.0
+        db.head_error, db.base, db.base_until = None, None, 0.0
+        self.memory.drop_prefix(db.key(""))
+        self.failures.drop_prefix(db.key(""))
+        self.generation += 1
+
     async def _refuse_if_forked(self, db: Database) -> None:
+        """Raise ForkedError while the database is failed closed: fork evidence stored, or a
+        stored head the configured key does not verify."""
         reason = await self.forked(db)
-        if reason is not None:
+        if reason is None:
+            await self._load_head(db)
+        else:
             raise ForkedError(
                 f"checksum database {db.name} is failed closed: {reason.splitlines()[0]};"
                 f" see docs/sumdb.md (entrepot sumdb reset {db.name})"
@@ -400,16 +444,35 @@ class SumdbService:
 
     # -- tree heads ------------------------------------------------------------------------
 
-    def _open(self, db: Database, signed: bytes, what: str) -> tlog.Tree:
+    def _open(self, db: Database, signed: bytes, what: str, *, count: bool = True) -> tlog.Tree:
         try:
             note = open_note(signed, db.config.verifiers)
             return tlog.parse_tree(note.text.encode())
         except (NoteError, tlog.TlogError) as e:
-            self.record_failure(db, "signature")
+            if count:
+                self.record_failure(db, "signature")
             raise VerificationError(
                 f"checksum database {db.name}: {what} is not a tree head signed by its key"
                 f" ({e.message}); refused"
             ) from e
+
+    def _verified_head(self, db: Database, raw: bytes) -> _Head:
+        """The stored head, checked again with the configured key (a changed key, or a
+        damaged file, fails closed: it cannot be told from an attack)."""
+        try:
+            tree = self._open(db, raw, "the stored tree head", count=False)
+        except VerificationError as e:
+            reason = (
+                f"the stored tree head does not verify with the configured key ({e.message});"
+                f" if the key changed on purpose, run `entrepot sumdb reset {db.name}`"
+            )
+            if db.head_error != reason:
+                db.head_error = reason
+                self.record_failure(db, "head")
+                security_log.error("SECURITY: checksum database %s: %s", db.name, reason)
+            raise ForkedError(f"checksum database {db.name}: {reason}") from e
+        db.head_error = None
+        return _Head(tree, raw)
 
     async def _load_head(self, db: Database) -> None:
         if db.loaded:
@@ -418,17 +481,9 @@ class SumdbService:
         raw = await self.storage.get(db.key("head"))
         if raw is not None and stored is not None:
             db.head_mtime = stored.mtime_ns
-            try:
-                tree = self._open(db, raw, "the stored tree head")
-            except VerificationError as e:
-                self.record_failure(db, "head")
-                raise ForkedError(
-                    f"checksum database {db.name}: the stored tree head does not verify with"
-                    f" the configured key ({e.message}); if the key changed on purpose, run"
-                    f" `entrepot sumdb reset {db.name}`"
-                ) from e
-            if db.head is None or tree.n >= db.head.tree.n:
-                db.head = _Head(tree, raw)
+            head = self._verified_head(db, raw)
+            if db.head is None or head.tree.n >= db.head.tree.n:
+                db.head = head
             if db.checked_at == 0.0:
                 db.checked_at = self.clock() - self.latest_ttl - 1  # compare with upstream soon
         db.loaded = True
@@ -440,8 +495,14 @@ class SumdbService:
             log.warning("refreshing the tree head of %s failed: %s", db.name, e.message)
 
     async def _refresh_latest(self, db: Database) -> tlog.Tree:
-        signed = await self._get(db, "latest", f"{db.name} latest")
-        tree = await self.adopt(db, signed)
+        try:
+            signed = await self._get(db, "latest", f"{db.name} latest")
+            tree = await self.adopt(db, signed)
+        except ForkedError:
+            raise
+        except EntrepotError as e:
+            db.latest_failed_at, db.latest_error = self.clock(), e.message
+            raise
         db.checked_at = self.clock()
         return tree
 
@@ -457,15 +518,20 @@ class SumdbService:
         if head is not None and tree.n <= head.tree.n:
             await self._check_prefix(db, tree, head, signed)
             return tree
-        async with self.storage.exclusive(db.key("head")):
-            db.loaded = False
-            await self._load_head(db)  # another worker may have moved it on
-            head = db.head
-            if head is not None and tree.n <= head.tree.n:
-                await self._check_prefix(db, tree, head, signed)
-                return tree
-            if head is not None:
-                await self._check_extends(db, head, tree, signed)
+        async with db.lock, self.storage.exclusive(db.key("head")):
+            while True:
+                # The stored head is the truth (another worker or instance may have moved it).
+                raw = await self.storage.get(db.key("head"))
+                head = self._verified_head(db, raw) if raw is not None else None
+                db.head, db.loaded = head, True
+                if head is not None and tree.n <= head.tree.n:
+                    await self._check_prefix(db, tree, head, signed)
+                    return tree
+                if head is not None:
+                    await self._check_extends(db, head, tree, signed)
+                # Written only if the stored head is still the one just proven against.
+                if await self.storage.get(db.key("head")) == raw:
+                    break
             blob = await self.storage.put_bytes(db.key("head"), signed)
             db.head, db.head_mtime = _Head(tree, signed), blob.mtime_ns
             self.metrics.record_sumdb_tree(db.name, tree.n)
@@ -750,6 +816,11 @@ class SumdbService:
         remembered = self.failures.get(key, time.time())
         if remembered is not None:
             raise remembered
+        if key not in self.flights and len(self.flights) >= self.max_fetches:
+            raise UnavailableError(
+                f"{key}: the mirror is busy ({len(self.flights)} checksum-database fetches in"
+                " flight); retry shortly"
+            )
         try:
             result, _ = await self.flights.run(key, fetch)
         except EntrepotError as e:
@@ -770,6 +841,11 @@ class SumdbService:
                 reason = await self.forked(db)
                 if reason is not None:
                     out.append(f"checksum database {db.name} failed closed: {reason}")
+                    continue
+                db.loaded = False
+                await self._load_head(db)
+            if db.head_error is not None:
+                out.append(f"checksum database {db.name} failed closed: {db.head_error}")
         return out
 
 

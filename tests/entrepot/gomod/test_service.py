@@ -273,3 +273,75 @@ async def test_small_immutable_answers_are_served_from_memory(tmp_path: Path) ->
     answer = await svc.mod(HELLO.path, HELLO.version)
     assert answer.cache == "hit"
     assert answer.body == HELLO.mod_bytes()
+
+
+class FakeSums:
+    """A SumChecker: the database's h1 per (module, version, kind), counting its checks."""
+
+    generation = 0
+
+    def __init__(self, sums: dict[tuple[str, str, str], str], *, reachable: bool = True) -> None:
+        self.sums = sums
+        self.reachable = reachable
+        self.checks: list[tuple[str, str, str]] = []
+
+    def covers(self, module: str) -> bool:
+        return True
+
+    async def expected(self, module: str, version: str) -> object:
+        return None
+
+    async def check(self, module, version, what, h1, *, expected=None):  # type: ignore[no-untyped-def]
+        self.checks.append((module, version, what))
+        if not self.reachable:
+            return "unverified"
+        if self.sums[(module, version, what)] != h1:
+            raise VerificationError(f"{module}@{version}: checksum mismatch")
+        return "verified"
+
+
+async def test_bytes_another_worker_stored_are_checked_before_this_one_serves_them(
+    tmp_path: Path,
+) -> None:
+    from entrepot.gomod.ziprules import h1_mod
+
+    up = FakeUpstream(module_files(HELLO))
+    svc = make_service(tmp_path, up)
+    tampered = HELLO.mod_bytes() + b"// another worker stored this unverified\n"
+    sums = FakeSums({(HELLO.path, HELLO.version, "mod"): h1_mod(HELLO.mod_bytes())})
+    svc.sums = sums
+    key = f"go/{HELLO.path}/@v/{HELLO.version}.mod"
+    stat = svc.storage.stat
+    calls = 0
+
+    async def late_stat(k: str):  # type: ignore[no-untyped-def]
+        # The first look finds nothing; the other worker stores while this one waits for
+        # the lock, so the locked re-check finds its bytes.
+        nonlocal calls
+        if k == key:
+            calls += 1
+            if calls == 1:
+                await svc.storage.put_bytes(key, tampered)
+                return None
+        return await stat(k)
+
+    svc.storage.stat = late_stat  # type: ignore[method-assign]
+    with pytest.raises(VerificationError, match="checksum mismatch"):
+        await svc.mod(HELLO.path, HELLO.version)
+    assert sums.checks == [(HELLO.path, HELLO.version, "mod")]
+    assert svc.memory.get(key) is None
+    # Removed from the cache; the next ask fetches the upstream's (good) bytes.
+    answer = await svc.mod(HELLO.path, HELLO.version)
+    assert answer.body == HELLO.mod_bytes()
+
+
+async def test_unverified_answers_are_not_kept_in_memory(tmp_path: Path) -> None:
+    up = FakeUpstream(module_files(HELLO))
+    svc = make_service(tmp_path, up)
+    sums = FakeSums({}, reachable=False)
+    svc.sums = sums
+    first = await svc.mod(HELLO.path, HELLO.version)
+    assert first.unverified
+    second = await svc.mod(HELLO.path, HELLO.version)
+    assert second.unverified  # checked again, not served from memory as if verified
+    assert len(sums.checks) >= 2

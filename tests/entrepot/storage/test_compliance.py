@@ -77,6 +77,25 @@ async def test_exclusive_serializes_holders_of_one_key(store: Storage) -> None:
     assert order in (["a in", "a out", "b in", "b out"], ["b in", "b out", "a in", "a out"])
 
 
+async def test_exclusive_never_has_two_holders_when_many_contend(store: Storage) -> None:
+    # The holder unlinks the lock file on release: a waiter then locks the unlinked file
+    # while a newcomer locks a fresh one. Both used to think they held the key.
+    holders, most = 0, 0
+
+    async def hold(i: int) -> None:
+        nonlocal holders, most
+        for j in range(15):
+            await asyncio.sleep(((i * 7 + j * 3) % 5) / 1000)  # newcomers arrive all along
+            async with store.exclusive("k/head"):
+                holders += 1
+                most = max(most, holders)
+                await asyncio.sleep(0.001)
+                holders -= 1
+
+    await asyncio.gather(*(hold(i) for i in range(6)))
+    assert most == 1
+
+
 async def test_exclusive_does_not_block_other_keys(store: Storage) -> None:
     async with store.exclusive("k/one"):
         await asyncio.wait_for(_enter(store, "k/two"), timeout=1)

@@ -20,6 +20,7 @@ import pytest
 from entrepot.config import GoCache
 from entrepot.errors import NotFoundError, UnavailableError, UpstreamError, VerificationError
 from entrepot.gomod.module import escape_path, escape_version
+from entrepot.maintenance import reset_sumdb
 from entrepot.metrics import Metrics
 from entrepot.storage.filesystem import FilesystemStorage
 from entrepot.sumdb import note, tlog
@@ -400,8 +401,7 @@ async def test_fork_fails_closed_across_restart_until_reset(storage, clock, tmp_
         assert up.fetches() == before  # failed closed: nothing asked upstream
 
         # `entrepot sumdb reset`: the running servers notice within a second.
-        await restarted.delete(key("fork"))
-        await restarted.delete(key("head"))
+        reset_sumdb(storage.root, NAME)
         clock.advance(2)
         assert (await svc2.latest(NAME)).body == b.signed()
         assert await restarted.get(key("head")) == b.signed()
@@ -421,7 +421,7 @@ async def test_reset_forgets_lookups_cached_in_memory(storage, clock) -> None:
     clock.advance()
     with pytest.raises(ForkedError):
         await svc.latest(NAME)
-    await storage.delete_prefix(f"sumdb/{NAME}")  # what reset_sumdb does
+    reset_sumdb(storage.root, NAME)
     clock.advance(2)
     assert (await svc.latest(NAME)).body == b.signed()
     assert (await svc.lookup(NAME, module(3), V)).body == b.answer(lookup_rel(module(3)))
@@ -616,3 +616,57 @@ async def test_height_other_than_8_is_not_found(storage, clock) -> None:
     with pytest.raises(NotFoundError):
         await svc.latest("other.test.example")
     assert up.fetches() == 0
+
+
+async def test_a_failing_latest_is_not_retried_on_every_request(storage, clock) -> None:
+    up = Upstream(FakeDB(20))
+    svc = make(storage, clock, up)
+    svc.cache = GoCache(stale_while_revalidate=0.0, error_ttl=5.0)
+    head = (await svc.latest(NAME)).body
+    up.unreachable = True
+    clock.advance()
+    before = up.fetches()
+    served = [await svc.latest(NAME) for _ in range(100)]
+    assert {s.body for s in served} == {head}  # stale, from the stored head
+    assert up.fetches() - before == 1
+    clock.advance(6)  # error_ttl later: tried again
+    await svc.latest(NAME)
+    assert up.fetches() - before == 2
+
+
+async def test_a_key_change_fails_closed_and_readyz_says_why(storage, clock) -> None:
+    svc = make(storage, clock, Upstream(FakeDB(20)))
+    await svc.latest(NAME)
+    other = note.VerifierList(note.parse_verifier_key(note.generate_key(NAME)[1]))
+    changed = make(storage, clock, Upstream(FakeDB(20)), configs=[DatabaseConfig(NAME, other, [])])
+    status = await changed.status()
+    assert len(status) == 1
+    assert "does not verify with the configured key" in status[0]
+    assert "entrepot sumdb reset" in status[0]
+    with pytest.raises(ForkedError):
+        await changed.lookup(NAME, module(3), V)
+    await changed.status()
+    assert failures(changed, "head") == 1  # counted once, not per request
+
+
+async def test_not_found_is_counted_only_when_a_module_check_uses_it(storage, clock) -> None:
+    svc = make(storage, clock, Upstream(FakeDB(5)))
+    # A lookup started next to an upstream fetch that then 404s: never consumed.
+    with pytest.raises(VerificationError):
+        await svc.expected("example.com/typo", V)
+    assert failures(svc, "not_found") == 0
+    with pytest.raises(VerificationError, match="not in checksum database"):
+        await svc.check("example.com/typo", V, "zip", "h1:x")
+    assert failures(svc, "not_found") == 1
+
+
+async def test_private_paths_are_never_looked_up(storage, clock) -> None:
+    up = Upstream(FakeDB(5))
+    svc = make(storage, clock, up, no_sum="example.com/m1", exempt=lambda m: m == module(2))
+    for private in (module(1), module(2)):
+        with pytest.raises(NotFoundError, match="never sent to a checksum database"):
+            await svc.lookup(NAME, private, V)
+        assert await svc.check(private, V, "zip", "h1:x") == "unchecked"
+    assert up.fetches() == 0
+    await svc.lookup(NAME, module(3), V)
+    assert up.fetches() > 0
