@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Benchmarks of the Go module mirror (not tests): `make bench`, or `bench/run.sh [--quick] ...`.
+# Benchmarks of the Go module mirror (not tests): `make bench`, or `bench/run.sh [--quick] ...`;
+# `bench/run.sh --sumdb [...]` runs the checksum-database benchmarks (bench/sumdb.py).
 # Everything runs on 127.0.0.1; see docs/benchmarks.md for what is measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,4 +19,8 @@ command -v curl >/dev/null 2>&1 || { echo "bench: curl is required" >&2; exit 1;
 
 make --no-print-directory install
 
+if [ "${1:-}" = "--sumdb" ]; then
+    shift
+    exec .venv/bin/python bench/sumdb.py "$@"
+fi
 exec .venv/bin/python bench/gomod.py "$@"

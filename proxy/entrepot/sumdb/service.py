@@ -106,6 +106,8 @@ class Database:
     base_until: float = 0.0
     proven: set[tuple[int, bytes]] = field(default_factory=set)  # older trees known consistent
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one head update at a time
+    opened: dict[bytes, tlog.Tree] = field(default_factory=dict)  # signed heads, verified
+    verified_tiles: set[tuple[int, bytes, tlog.Tile]] = field(default_factory=set)
     head_mtime: int = 0
     head_error: str | None = None
     refresh_tried: float = -1e9
@@ -297,8 +299,16 @@ class SumdbService:
         db = self.database_for(module)
         if db is None:
             return None
+        key = _lookup_key(db.name, module, version)
+        found = await self._cached(key)
         try:
-            served = await self.lookup(db.name, module, version)
+            # A module check needs the proven lines, not the stored file: storing the lookup
+            # runs on in the background, off the cold fetch's path.
+            body = (
+                found[1]
+                if found is not None
+                else await self._verified_lookup(db, key, module, version)
+            )
         except ForkedError:
             raise
         except NotFoundError as e:
@@ -306,7 +316,9 @@ class SumdbService:
                 f"{module}@{version}: not in checksum database {db.name} ({e.message}); a"
                 " private module? list it in go.sumdb.no_sum (GONOSUMDB/GOPRIVATE)"
             ) from e
-        _, text, _ = tlog.parse_record(served.body)
+        if found is None:
+            self.flights.start(("store", key), lambda: self._store_lookup(key, body))
+        _, text, _ = tlog.parse_record(body)
         return db, go_sum_lines(module, version, text)
 
     async def check(
@@ -400,6 +412,7 @@ class SumdbService:
         log.warning("checksum database %s was reset: forgetting its cached state", db.name)
         db.head, db.loaded, db.proven, db.checked_at = None, False, set(), 0.0
         db.head_error, db.base, db.base_until = None, None, 0.0
+        db.opened, db.verified_tiles = {}, set()
         self.memory.drop_prefix(db.key(""))
         self.failures.drop_prefix(db.key(""))
         self.generation += 1
@@ -445,6 +458,16 @@ class SumdbService:
     # -- tree heads ------------------------------------------------------------------------
 
     def _open(self, db: Database, signed: bytes, what: str, *, count: bool = True) -> tlog.Tree:
+        tree = db.opened.get(signed)
+        if tree is not None:  # the same signed head as the last lookups: checked already
+            return tree
+        tree = self._open_note(db, signed, what, count=count)
+        if len(db.opened) >= 64:
+            db.opened.clear()
+        db.opened[signed] = tree
+        return tree
+
+    def _open_note(self, db: Database, signed: bytes, what: str, *, count: bool) -> tlog.Tree:
         try:
             note = open_note(signed, db.config.verifiers)
             return tlog.parse_tree(note.text.encode())
@@ -598,6 +621,16 @@ class SumdbService:
         plan = tlog.plan_tiles(tree, TILE_HEIGHT, indexes)
         got = await asyncio.gather(*(self._hash_tile(db, t) for t in plan.tiles))
         data = [d for d, _ in got]
+        proven = db.verified_tiles
+        if all(
+            not fetched and (tree.n, tree.hash, t) in proven
+            for t, (_, fetched) in zip(plan.tiles, got, strict=True)
+        ):
+            # Every tile is a cached one already proven against this very tree.
+            return [
+                tlog.hash_from_tile(plan.tiles[j], data[j], x)
+                for x, j in zip(plan.indexes, plan.index_tile_order, strict=True)
+            ]
         try:
             hashes = tlog.verify_tiles(plan, data)
         except tlog.TlogError as e:
@@ -606,7 +639,10 @@ class SumdbService:
                 f"checksum database {db.name}: tiles do not hash to the signed tree"
                 f" {tree.n} ({e.message}); refused, nothing stored"
             ) from e
+        if len(proven) > 4096:
+            proven.clear()
         for tile, (body, fetched) in zip(plan.tiles, got, strict=True):
+            proven.add((tree.n, tree.hash, tile))
             if fetched:
                 await self._store_tile(db, tile, body)
         return hashes
@@ -708,6 +744,38 @@ class SumdbService:
     # -- lookups ---------------------------------------------------------------------------
 
     async def _fetch_lookup(self, db: Database, module: str, version: str) -> BlobInfo:
+        key = _lookup_key(db.name, module, version)
+        raw = await self._verified_lookup(db, key, module, version)
+        return await self.storage.put_bytes(key, raw)
+
+    async def _store_lookup(self, key: str, raw: bytes) -> BlobInfo | None:
+        try:
+            blob = await self.storage.stat(key)
+            if blob is None:
+                blob = await self.storage.put_bytes(key, raw)
+            self.memory.put(key, blob, raw)  # the zip's check, next, reads it from here
+            return blob
+        except EntrepotError as e:  # it is fetched (and proven) again on the next ask
+            log.warning("could not store the checksum-database lookup %s: %s", key, e.message)
+            return None
+
+    async def _verified_lookup(self, db: Database, key: str, module: str, version: str) -> bytes:
+        """A lookup fetched and proven (one fetch for all askers; failures remembered)."""
+        remembered = self.failures.get(key, time.time())
+        if remembered is not None:
+            raise remembered
+        try:
+            raw, _ = await self.flights.run(
+                ("verify", key), lambda: self._prove_lookup(db, module, version)
+            )
+        except EntrepotError as e:
+            if not isinstance(e, UnavailableError):
+                self.failures.put(key, e, time.time())
+            raise
+        assert isinstance(raw, bytes)
+        return raw
+
+    async def _prove_lookup(self, db: Database, module: str, version: str) -> bytes:
         await self._refuse_if_forked(db)
         what = f"{module}@{version}"
         raw = await self._get(db, f"lookup/{escape_path(module)}@{escape_version(version)}", what)
@@ -739,7 +807,7 @@ class SumdbService:
                 f"{what}: the record checksum database {db.name} answered is not record"
                 f" {record_id} of its signed tree; refused"
             )
-        return await self.storage.put_bytes(_lookup_key(db.name, module, version), raw)
+        return raw
 
     # -- upstream --------------------------------------------------------------------------
 
