@@ -438,3 +438,28 @@ def test_a_database_name_with_a_path(
         go.run("get", "example.com/hello@v1.1.0")
         assert f"/sumdb/{name}/lookup/example.com/hello@v1.1.0" in mirror.log()
         assert (mirror.data_dir / "sumdb" / "sum.test.example" / "tenant" / "head").exists()
+
+
+def test_verify_reports_and_removes_versions_the_database_does_not_know(
+    world: World, tmp_path: Path
+) -> None:
+    data = tmp_path / "legacy-data"
+    cached = data / "go" / "example.com" / "hello" / "@v"
+    with running_server(
+        tmp_path, proxy=world.upstream.url, name="legacy", data_dir=data, env={"GOSUMDB": "off"}
+    ) as old:
+        assert httpx.get(f"{old.url}/example.com/hello/@v/v1.0.0.zip").status_code == 200
+    # A database that never heard of example.com/hello (its source holds another module).
+    other_source = tmp_path / "other-source"
+    write_module(other_source, simple("example.com/unrelated", "v1.0.0"))
+    skey, _ = generate_key(DB)
+    with running_sumdb(tmp_path, source=other_source, skey=skey, name="other-db") as db:
+        env = {"GOSUMDB": db.gosumdb}
+        done = _cli("verify", "--data", str(data), env=env)
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "NOT IN DATABASE example.com/hello@v1.0.0 zip" in done.stdout
+        assert (cached / "v1.0.0.zip").exists()
+        done = _cli("verify", "--data", str(data), "--remove", env=env)
+        assert done.returncode == 1
+        assert not (cached / "v1.0.0.zip").exists()
+        assert not (cached / "v1.0.0.ziphash").exists()
