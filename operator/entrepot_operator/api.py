@@ -26,6 +26,8 @@ from entrepot.config import (
     _check_key,
     _check_patterns,
     _check_proxy_list,
+    check_distinct_names,
+    check_no_sum,
 )
 from entrepot.config import Direct as ServerDirect
 from entrepot.config import SumDatabase as ServerSumDatabase
@@ -151,18 +153,11 @@ class Sumdb(_Spec):
     unreachable: Literal["refuse", "serve_unverified"] = _same(SumdbSettings, "unreachable")
     latest_ttl: Duration = _same(SumdbSettings, "latest_ttl")
 
-    @field_validator("no_sum")
-    @classmethod
-    def _no_sum(cls, value: str | None) -> str | None:
-        if value is None or not value.strip(","):
-            return value if value is None else ""
-        return _check_patterns(value)
+    _no_sum = field_validator("no_sum")(classmethod(lambda cls, v: check_no_sum(v)))
 
     @model_validator(mode="after")
     def _distinct(self) -> Sumdb:
-        names = [d.name for d in self.databases or []]
-        if len(names) != len(set(names)):
-            raise ValueError(f"database names must be distinct: {names}")
+        check_distinct_names([d.name for d in self.databases or []])
         return self
 
 

@@ -55,28 +55,39 @@ def _read_tokens(settings: Settings) -> dict[str, str]:
     return tokens
 
 
+def proxy_factory(settings: Settings, client: httpx.AsyncClient) -> Callable[[str], ProxyUpstream]:
+    """Upstream proxies (and checksum databases) with the configured credentials and limits."""
+    go = settings.go
+    tokens = _read_tokens(settings)
+    netrc = read_netrc(go.credentials.netrc_file) if go.credentials.netrc_file else {}
+
+    def make(url: str) -> ProxyUpstream:
+        return ProxyUpstream(
+            url,
+            client=client,
+            tokens=tokens,
+            netrc=netrc,
+            small_deadline=go.upstream_timeout,
+            zip_deadline=go.zip_deadline,
+            min_rate=go.min_transfer_rate,
+            rate_window=go.min_rate_window,
+        )
+
+    return make
+
+
 def build_router(
     settings: Settings, *, client: httpx.AsyncClient, data_dir: Path
 ) -> tuple[Router, list[Upstream]]:
     """Parse every chain of the configuration into upstream objects (shared per URL)."""
     go = settings.go
-    tokens = _read_tokens(settings)
-    netrc = read_netrc(go.credentials.netrc_file) if go.credentials.netrc_file else {}
+    new_proxy = proxy_factory(settings, client)
     proxies: dict[str, Upstream] = {}
     direct: DirectUpstream | None = None
 
     def make_proxy(url: str) -> Upstream:
         if url not in proxies:
-            proxies[url] = ProxyUpstream(
-                url,
-                client=client,
-                tokens=tokens,
-                netrc=netrc,
-                small_deadline=go.upstream_timeout,
-                zip_deadline=go.zip_deadline,
-                min_rate=go.min_transfer_rate,
-                rate_window=go.min_rate_window,
-            )
+            proxies[url] = new_proxy(url)
         return proxies[url]
 
     chains = [go.proxy or ""] + [r.proxy for r in go.routes or [] if r.proxy]
@@ -128,19 +139,7 @@ def build_sumdb(
 ) -> SumdbService:
     """Each database with its key and its hops: proxies (asked /supported first), itself."""
     go = settings.go
-    tokens = _read_tokens(settings)
-    netrc = read_netrc(go.credentials.netrc_file) if go.credentials.netrc_file else {}
-
-    def fetcher(url: str) -> ProxyUpstream:
-        return ProxyUpstream(
-            url,
-            client=client,
-            tokens=tokens,
-            netrc=netrc,
-            small_deadline=go.upstream_timeout,
-            min_rate=go.min_transfer_rate,
-            rate_window=go.min_rate_window,
-        )
+    fetcher = proxy_factory(settings, client)
 
     configs = []
     for db in go.sumdb.databases or []:

@@ -511,19 +511,24 @@ class SumdbSettings(_Model):
         ),
     )
 
-    @field_validator("no_sum")
-    @classmethod
-    def _no_sum(cls, value: str | None) -> str | None:
-        if value is None or not value.strip(","):
-            return value if value is None else ""
-        return _check_patterns(value)
+    _no_sum = field_validator("no_sum")(classmethod(lambda cls, v: check_no_sum(v)))
 
     @model_validator(mode="after")
     def _distinct(self) -> SumdbSettings:
-        names = [d.name for d in self.databases or []]
-        if len(names) != len(set(names)):
-            raise ValueError(f"database names must be distinct: {names}")
+        check_distinct_names([d.name for d in self.databases or []])
         return self
+
+
+def check_no_sum(value: str | None) -> str | None:
+    """No-sum globs, normalised; empty stays empty (nothing exempt)."""
+    if value is None or not value.strip(","):
+        return value if value is None else ""
+    return _check_patterns(value)
+
+
+def check_distinct_names(names: list[str]) -> None:
+    if len(names) != len(set(names)):
+        raise ValueError(f"database names must be distinct: {names}")
 
 
 class GoSettings(_Model):

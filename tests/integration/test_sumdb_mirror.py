@@ -44,6 +44,24 @@ class World:
         return GoClient(self.tmp / name, mirror.url, extra_env={"GOSUMDB": self.vkey})
 
     @contextlib.contextmanager
+    def restarted(self, db_name: str, *, seed: int = 0, **env: str) -> Iterator[Server]:
+        """The mirror again on its data (``mirror-data``), now in front of a new database
+        with the same key: a restarted one (seed 0) or one with another history (a fork)."""
+        with (
+            running_sumdb(
+                self.tmp, source=self.upstream_dir, skey=self.skey, seed=seed, name=db_name
+            ) as db,
+            running_server(
+                self.tmp,
+                proxy=self.upstream.url,
+                name="mirror",
+                data_dir=self.tmp / "mirror-data",
+                env={"GOSUMDB": db.gosumdb, **env},
+            ) as mirror,
+        ):
+            yield mirror
+
+    @contextlib.contextmanager
     def mirror(self, name: str = "mirror", **env: str) -> Iterator[Server]:
         with running_server(
             self.tmp,
@@ -237,18 +255,7 @@ def test_fork_fails_closed_survives_restart_and_older_heads_are_refused(
 
     # The same key, another history: a database that has forked.
     world.sumdb.stop()
-    with (
-        running_sumdb(
-            tmp_path, source=world.upstream_dir, skey=world.skey, seed=5, name="forked"
-        ) as forked,
-        running_server(
-            tmp_path,
-            proxy=world.upstream.url,
-            name="mirror",
-            data_dir=tmp_path / "mirror-data",
-            env={"GOSUMDB": forked.gosumdb, "ENTREPOT_GO__SUMDB__LATEST_TTL": "0s"},
-        ) as mirror,
-    ):
+    with world.restarted("forked", seed=5, ENTREPOT_GO__SUMDB__LATEST_TTL="0s") as mirror:
         base = f"{mirror.url}/sumdb/{DB}"
         # The stored head is served while the database's new one is checked in the
         # background (stale-while-revalidate); the check finds the fork.
@@ -296,18 +303,7 @@ def test_fork_fails_closed_survives_restart_and_older_heads_are_refused(
     assert not (state / "fork").exists()
     assert not (state / "lookup").exists()
     assert (state / "generation").exists()
-    with (
-        running_sumdb(
-            tmp_path, source=world.upstream_dir, skey=world.skey, seed=5, name="forked2"
-        ) as forked,
-        running_server(
-            tmp_path,
-            proxy=world.upstream.url,
-            name="mirror",
-            data_dir=tmp_path / "mirror-data",
-            env={"GOSUMDB": forked.gosumdb},
-        ) as mirror,
-    ):
+    with world.restarted("forked2", seed=5) as mirror:
         assert httpx.get(f"{mirror.url}/sumdb/{DB}/latest").status_code == 200
         assert httpx.get(f"{mirror.url}/readyz").status_code == 200
         fresh = world.client(mirror, "after-reset")
@@ -323,16 +319,7 @@ def test_an_older_tree_head_is_never_served(world: World, tmp_path: Path) -> Non
         stored = (mirror.data_dir / "sumdb" / DB / "head").read_bytes()
     world.sumdb.stop()
     # The same key and history, restarted empty: its tree (0 records) is older than ours.
-    with (
-        running_sumdb(tmp_path, source=world.upstream_dir, skey=world.skey, name="empty") as db,
-        running_server(
-            tmp_path,
-            proxy=world.upstream.url,
-            name="mirror",
-            data_dir=tmp_path / "mirror-data",
-            env={"GOSUMDB": db.gosumdb, "ENTREPOT_GO__SUMDB__LATEST_TTL": "0s"},
-        ) as mirror,
-    ):
+    with world.restarted("empty", ENTREPOT_GO__SUMDB__LATEST_TTL="0s") as mirror:
         r = httpx.get(f"{mirror.url}/sumdb/{DB}/latest")
         assert r.status_code == 200
         assert r.content == stored  # ours, never the database's older one
