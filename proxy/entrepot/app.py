@@ -55,6 +55,20 @@ def _read_tokens(settings: Settings) -> dict[str, str]:
     return tokens
 
 
+def upstream_client(settings: Settings, *, connections: int) -> httpx.AsyncClient:
+    """An HTTP client for upstreams: redirects followed by hand (ProxyUpstream), proxies
+    from the environment, a bounded pool."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.go.upstream_timeout),
+        limits=httpx.Limits(
+            max_connections=connections, max_keepalive_connections=connections // 4
+        ),
+        follow_redirects=False,
+        headers={"User-Agent": f"entrepot/{__version__}"},
+        trust_env=True,
+    )
+
+
 def proxy_factory(settings: Settings, client: httpx.AsyncClient) -> Callable[[str], ProxyUpstream]:
     """Upstream proxies (and checksum databases) with the configured credentials and limits."""
     go = settings.go
@@ -229,23 +243,11 @@ def build_mirror(
     metrics = Metrics()
     storage = FilesystemStorage(settings.data_dir, owner=unique_owner(owner))
     accesslog = access_log or AccessLog(enabled=settings.log.access)
-    client = httpx.AsyncClient(
-        timeout=httpx.Timeout(settings.go.upstream_timeout),
-        limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
-        follow_redirects=False,
-        headers={"User-Agent": f"entrepot/{__version__}"},
-        trust_env=True,
-    )
+    client = upstream_client(settings, connections=64)
     router, _ = build_router(settings, client=client, data_dir=storage.root)
     # The checksum databases get their own connection pool: a flood of lookups for made-up
     # modules must not take the connections module fetches need.
-    sumdb_client = httpx.AsyncClient(
-        timeout=httpx.Timeout(settings.go.upstream_timeout),
-        limits=httpx.Limits(max_connections=32, max_keepalive_connections=8),
-        follow_redirects=False,
-        headers={"User-Agent": f"entrepot/{__version__}"},
-        trust_env=True,
-    )
+    sumdb_client = upstream_client(settings, connections=32)
     sumdb = build_sumdb(
         settings,
         client=sumdb_client,

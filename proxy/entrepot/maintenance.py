@@ -17,10 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import httpx
-
-from entrepot import __version__
-from entrepot.app import build_sumdb
+from entrepot.app import build_sumdb, upstream_client
 from entrepot.config import Settings
 from entrepot.errors import EntrepotError, InvalidRequestError
 from entrepot.gomod.module import check_path, unescape_path, unescape_version
@@ -60,11 +57,7 @@ async def verify_cache(settings: Settings, *, remove: bool = False) -> Report:
     """Compare every cached module file with its checksum database."""
     report = Report()
     storage = FilesystemStorage(settings.data_dir, owner=unique_owner("verify"))
-    async with httpx.AsyncClient(
-        timeout=httpx.Timeout(settings.go.upstream_timeout),
-        follow_redirects=False,
-        headers={"User-Agent": f"entrepot/{__version__}"},
-    ) as client:
+    async with upstream_client(settings, connections=16) as client:
         sumdb = build_sumdb(settings, client=client, storage=storage, metrics=Metrics())
         try:
             for module, version, kind, path in cached_files(settings.data_dir):
