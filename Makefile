@@ -21,14 +21,14 @@ run: $(STAMP)
 	$(BIN)/entrepot serve $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff format --check proxy tests bench e2e
-	$(BIN)/ruff check proxy tests bench e2e
+	$(BIN)/ruff format --check proxy operator tests bench e2e
+	$(BIN)/ruff check proxy operator tests bench e2e
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 format: $(STAMP)
-	$(BIN)/ruff format proxy tests bench e2e
-	$(BIN)/ruff check --fix proxy tests bench e2e
+	$(BIN)/ruff format proxy operator tests bench e2e
+	$(BIN)/ruff check --fix proxy operator tests bench e2e
 
 unit: $(STAMP)
 	$(BIN)/pytest -m "not integration and not e2e"
