@@ -202,6 +202,7 @@ class Mirror:
 
     handler: Handler
     service: GoService
+    sumdb: SumdbService
     metrics: Metrics
     accesslog: AccessLog
     client: httpx.AsyncClient
@@ -224,6 +225,7 @@ class Mirror:
     async def close(self) -> None:
         """After the listener stopped: let fetches finish, flush logs, drop partial writes."""
         await self.service.flights.drain(self.shutdown_timeout)
+        await self.sumdb.flights.drain(self.shutdown_timeout)  # lookups stored in the background
         if self._flusher is not None:
             self._flusher.cancel()
         self.accesslog.flush()
@@ -322,6 +324,7 @@ def build_mirror(
     return Mirror(
         handler=handler,
         service=service,
+        sumdb=sumdb,
         metrics=metrics,
         accesslog=accesslog,
         client=client,
