@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks of the Go module mirror (not tests): `make bench`, or `bench/run.sh [--quick] ...`;
-# `bench/run.sh --sumdb [...]` runs the checksum-database benchmarks (bench/sumdb.py).
+# `bench/run.sh --sumdb [...]` runs the checksum-database benchmarks (bench/sumdb.py);
+# `bench/run.sh --peers [...]` Entrepôt against goproxy and Athens in one run (bench/peers.py).
 # Everything runs on 127.0.0.1; see docs/benchmarks.md for what is measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,5 +23,9 @@ make --no-print-directory install
 if [ "${1:-}" = "--sumdb" ]; then
     shift
     exec .venv/bin/python bench/sumdb.py "$@"
+fi
+if [ "${1:-}" = "--peers" ]; then
+    shift
+    exec .venv/bin/python bench/peers.py "$@"
 fi
 exec .venv/bin/python bench/gomod.py "$@"

@@ -6,10 +6,12 @@ lines, and entirely printable, so every error body here is shaped that way.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import textwrap
 from email.utils import formatdate
 from pathlib import Path
+from typing import IO, Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
@@ -24,6 +26,7 @@ from entrepot.errors import (
     UpstreamTimeoutError,
 )
 from entrepot.storage.base import BlobInfo
+from entrepot.web.sendfile import can_sendfile, sendfile
 
 TEXT = "text/plain; charset=utf-8"
 MAX_LINES = 8
@@ -115,3 +118,18 @@ class BlobFileResponse(web.FileResponse):
         if self._payload_writer is not None:
             return self._payload_writer
         return await super().prepare(request)
+
+    async def _sendfile(
+        self, request: web.BaseRequest, fobj: IO[Any], offset: int, count: int
+    ) -> AbstractStreamWriter:
+        """The kernel's sendfile on every loop (aiohttp only has it where the loop does)."""
+        transport = request.transport
+        if isinstance(request._loop, asyncio.BaseEventLoop) or (  # asyncio's: native already
+            transport is None or not can_sendfile(transport)
+        ):
+            return await super()._sendfile(request, fobj, offset, count)
+        writer = await web.StreamResponse.prepare(self, request)
+        assert writer is not None
+        await sendfile(transport, fobj, offset, count)
+        await web.StreamResponse.write_eof(self)
+        return writer
