@@ -51,15 +51,16 @@ PEERS = {
     "Athens": ("athens-76c9424.tar.gz", "athens", "./cmd/proxy"),
 }
 BUILD_ENV = {"GOFLAGS": "-mod=mod", "GOTOOLCHAIN": "local"}
+ATHENS_ENV = (
+    "GO_ENV=production ATHENS_GOGET_WORKERS=10 ATHENS_PROTOCOL_WORKERS=30 ATHENS_LOG_LEVEL=error"
+    " ATHENS_CLOUD_RUNTIME=none ATHENS_STORAGE_TYPE=disk ATHENS_DOWNLOAD_MODE=sync"
+    " ATHENS_NETWORK_MODE=strict ATHENS_GONOSUM_PATTERNS=*"
+)
 
 
 def cache_dir() -> Path:
     base = os.environ.get("ENTREPOT_CACHE") or os.path.expanduser("~/.cache/entrepot")
     return Path(base) / "bench-peers"
-
-
-# ---------------------------------------------------------------------------------------------
-# Build
 
 
 def build_peer(name: str, rebuild: bool) -> dict[str, Any]:
@@ -70,7 +71,7 @@ def build_peer(name: str, rebuild: bool) -> dict[str, Any]:
     binary = cache / "bin" / f"{top}-{sha[:16]}"
     src = cache / "src" / f"{top}-{sha[:16]}"
     env_text = " ".join(f"{k}={v}" for k, v in BUILD_ENV.items())
-    command = f"tar xzf {src_tar} -C {src.parent}; cd {src / top} && {env_text} go build -o"
+    command = f"tar xzf {src_tar} -C {src} && cd {src / top} && {env_text} go build -o"
     out: dict[str, Any] = {"tarball": str(src_tar), "sha256": sha, "binary": str(binary)}
     out["command"] = f"{command} {binary} {pkg}"
     if binary.exists() and not rebuild:
@@ -84,26 +85,23 @@ def build_peer(name: str, rebuild: bool) -> dict[str, Any]:
         t.extractall(src, filter="data")
     binary.parent.mkdir(parents=True, exist_ok=True)
     partial = binary.with_name(binary.name + ".partial")
+    cmd = ["go", "build", "-o", str(partial), pkg]
     env = os.environ | BUILD_ENV
     try:
-        cmd = ["go", "build", "-o", str(partial), pkg]
         proc = subprocess.run(
             cmd, cwd=src / top, env=env, capture_output=True, text=True, timeout=1800, check=False
         )
-        if proc.returncode != 0:
-            err = (proc.stderr or proc.stdout).strip()
-            print(f"{name}: build FAILED ({proc.returncode}):\n{err}", flush=True)
-            return out | {"cached": False, "error": err, "rc": proc.returncode}
-        partial.rename(binary)
-    finally:
+        rc, err = proc.returncode, (proc.stderr or proc.stdout).strip()
+    except subprocess.TimeoutExpired:
+        rc, err = -1, "timed out after 1800 s"
+    if rc != 0:
         partial.unlink(missing_ok=True)
+        print(f"{name}: build FAILED ({rc}):\n{err}", flush=True)
+        return out | {"cached": False, "error": err, "rc": rc}
+    partial.rename(binary)
     out |= {"cached": False, "seconds": time.perf_counter() - start}
     print(f"{name}: built in {out['seconds']:.0f} s", flush=True)
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Servers
 
 
 @dataclass
@@ -166,16 +164,10 @@ def start_goproxy(stack: contextlib.ExitStack, binary: str, upstream: str, tmp: 
     d = tmp / "goproxy"
     (d / "tmp").mkdir(parents=True)
     env = server_env(
-        {
-            "GOPROXY": upstream,
-            "GOSUMDB": "off",
-            "GOFLAGS": "-mod=mod",
-            "GOPATH": str(d / "gopath"),
-            "GOMODCACHE": str(d / "gopath" / "pkg" / "mod"),
-            "GOCACHE": str(d / "gocache"),
-            "TMPDIR": str(d / "tmp"),
-        }
+        {"GOPROXY": upstream, "GOSUMDB": "off", "GOFLAGS": "-mod=mod", "TMPDIR": str(d / "tmp")}
     )
+    env |= {"GOPATH": str(d / "gopath"), "GOMODCACHE": str(d / "gopath" / "pkg" / "mod")}
+    env["GOCACHE"] = str(d / "gocache")
     port = free_port()
     cmd = [binary, "server", "--cacher-dir", str(d / "cache"), "--address", f"127.0.0.1:{port}"]
     cmd += ["--temp-dir", str(d / "tmp")]
@@ -185,32 +177,18 @@ def start_goproxy(stack: contextlib.ExitStack, binary: str, upstream: str, tmp: 
 def start_athens(stack: contextlib.ExitStack, binary: str, upstream: str, tmp: Path) -> Target:
     d = tmp / "athens"
     (d / "tmp").mkdir(parents=True)
-    go = shutil.which("go") or "go"
     port = free_port()
-    env = server_env(
-        {
-            "GO_ENV": "production",
-            "GO_BINARY_PATH": go,
-            "ATHENS_GOGET_WORKERS": "10",
-            "ATHENS_PROTOCOL_WORKERS": "30",
-            "ATHENS_LOG_LEVEL": "error",
-            "ATHENS_CLOUD_RUNTIME": "none",
-            "ATHENS_STORAGE_TYPE": "disk",
-            "ATHENS_DISK_STORAGE_ROOT": str(d / "storage"),
-            "ATHENS_PORT": f"127.0.0.1:{port}",
-            "ATHENS_GO_BINARY_ENV_VARS": f"GOPROXY={upstream};GOSUMDB=off;GOTOOLCHAIN=local",
-            "ATHENS_DOWNLOAD_MODE": "sync",
-            "ATHENS_NETWORK_MODE": "strict",
-            "ATHENS_GONOSUM_PATTERNS": "*",
-            "TMPDIR": str(d / "tmp"),
-        }
-    )
+    # As in ../shared/peers/README.md, plus GOTOOLCHAIN=local for the go command it runs.
+    env = server_env(dict(kv.split("=", 1) for kv in ATHENS_ENV.split()))
+    env |= {
+        "GO_BINARY_PATH": shutil.which("go") or "go",
+        "ATHENS_DISK_STORAGE_ROOT": str(d / "storage"),
+        "ATHENS_PORT": f"127.0.0.1:{port}",
+        "ATHENS_GO_BINARY_ENV_VARS": f"GOPROXY={upstream};GOSUMDB=off;GOTOOLCHAIN=local",
+        "TMPDIR": str(d / "tmp"),
+    }
     (d / "storage").mkdir()
     return start_peer(stack, "Athens", [binary], env, tmp, port=port)
-
-
-# ---------------------------------------------------------------------------------------------
-# Warm-up, same-bytes check, conditional requests
 
 
 def warm(targets: list[Target], paths: dict[str, str], skipped: dict[str, str]) -> dict:
@@ -261,16 +239,21 @@ def conditional(t: Target, path: str) -> tuple[str, str] | str:
     return "no ETag and no Last-Modified"
 
 
-# ---------------------------------------------------------------------------------------------
-# Measuring
+def cores(r: gb.WrkRun) -> float:
+    return float(r.result["server_cores"])
 
-# metric: (label, from a run, higher is better, format)
-METRICS: dict[str, tuple[str, Callable[[gb.WrkRun], float], bool, str]] = {
+
+# metric: (label, from a run, higher is better (None: no ratio), format)
+METRICS: dict[str, tuple[str, Callable[[gb.WrkRun], float], bool | None, str]] = {
     "rps": ("req/s", lambda r: r.rps, True, "{:,.0f}"),
     "gbps": ("GB/s", lambda r: r.bytes_per_s / 1e9, True, "{:.2f}"),
     "p50": ("p50 ms", lambda r: r.ms("p50_us"), False, "{:.2f}"),
     "p99": ("p99 ms", lambda r: r.ms("p99_us"), False, "{:.2f}"),
-    "cores": ("server CPU cores", lambda r: r.result["server_cores"], False, "{:.2f}"),
+    # What the server spends per unit served, whoever ran out of CPU first.
+    "cpu_req": ("server CPU us/request", lambda r: cores(r) * 1e6 / r.rps, False, "{:.0f}"),
+    "cpu_gb": ("server CPU s/GB", lambda r: cores(r) * 1e9 / r.bytes_per_s, False, "{:.2f}"),
+    "cores": ("CPU cores, server", cores, None, "{:.2f}"),
+    "wrk": ("CPU cores, wrk", lambda r: float(r.result["wrk_cores"]), None, "{:.2f}"),
 }
 
 
@@ -323,7 +306,7 @@ def summarize(benches: list[Bench], runs: dict[str, dict[str, list[gb.WrkRun]]])
                     "errors": sum(r.errors for r in rs),
                 }
             peers = {n: v["median"] for n, v in cell.items() if n != "Entrepôt"}
-            if "Entrepôt" in cell and peers and m != "cores":
+            if "Entrepôt" in cell and peers and higher is not None:
                 best = (max if higher else min)(peers, key=lambda n: peers[n])
                 cell["ratio"] = {"peer": best, "value": cell["Entrepôt"]["median"] / peers[best]}
             out.setdefault(b.key, {})[m] = cell
@@ -359,9 +342,6 @@ def table(benches: list[Bench], summary: dict, names: list[str]) -> str:
     return "\n".join(lines)
 
 
-# ---------------------------------------------------------------------------------------------
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=2, help="repetitions of the whole sequence")
@@ -395,7 +375,7 @@ def make_benches(
     targets: list[Target], paths: dict[str, str], tmp: Path, opts: argparse.Namespace, res: dict
 ) -> list[Bench]:
     c = opts.connections
-    small = ("rps", "p50", "p99", "cores")
+    small = ("rps", "p50", "p99", "cpu_req", "cores", "wrk")
     infomod = gb.wrk_script(tmp / "infomod.lua", [paths["info"], paths["mod"]])
     every = {t.name: infomod for t in targets}
     benches = [Bench(f"info_mod_c{c}", f".info+.mod hits, c={c}", paths["info"], c, small, every)]
@@ -406,7 +386,14 @@ def make_benches(
             every = {t.name: plain for t in targets}
             label = f"{mb:.1f} MB zip hits, c={zc}"
             benches.append(
-                Bench(f"{key}_c{zc}", label, paths[key], zc, ("gbps", "p99", "cores"), every)
+                Bench(
+                    f"{key}_c{zc}",
+                    label,
+                    paths[key],
+                    zc,
+                    ("gbps", "p99", "cpu_gb", "cores", "wrk"),
+                    every,
+                )
             )
     # 304s: If-None-Match with each server's ETag; a server without one, If-Modified-Since
     # with its Last-Modified if it honours that (the header each used is recorded).
