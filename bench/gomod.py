@@ -764,11 +764,17 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{name} access log, requests by endpoint and status: {res[f'{name}_access_statuses']}"
         )
-    opts.results.mkdir(parents=True, exist_ok=True)
-    out = opts.results / time.strftime("gomod-%Y%m%d-%H%M%S.json")
+    write_results(opts.results, "gomod", res)
+    return 0
+
+
+def write_results(folder: Path, name: str, res: dict[str, Any]) -> Path:
+    """``<folder>/<name>-<date>.json`` (gitignored), and the line that says where it went."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / time.strftime(f"{name}-%Y%m%d-%H%M%S.json")
     out.write_text(json.dumps(jsonable(res), indent=2, default=str) + "\n")
     print(f"\nJSON: {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
-    return 0
+    return out
 
 
 def run_benchmarks(

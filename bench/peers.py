@@ -470,10 +470,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warm-up: {problem}")
     for name, lines in res.get("log_problems", {}).items():
         print(f"{name} log: {len(lines)} problem line(s), first: {lines[0]}")
-    opts.results.mkdir(parents=True, exist_ok=True)
-    out = opts.results / time.strftime("peers-%Y%m%d-%H%M%S.json")
-    out.write_text(json.dumps(gb.jsonable(res), indent=2, default=str) + "\n")
-    print(f"\nJSON: {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    gb.write_results(opts.results, "peers", res)
     return 0
 
 

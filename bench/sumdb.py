@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import statistics
 import sys
 import tempfile
@@ -188,10 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         f" {c['ratio_with_client']:.2f}x |"
     )
     print(f"upstream requests of the mirror during the hit runs: {hits['upstream'] or 'none'}")
-    opts.results.mkdir(parents=True, exist_ok=True)
-    out = opts.results / time.strftime("sumdb-%Y%m%d-%H%M%S.json")
-    out.write_text(json.dumps(gb.jsonable(res), indent=2, default=str) + "\n")
-    print(f"\nJSON: {out.relative_to(ROOT)}")
+    gb.write_results(opts.results, "sumdb", res)
     return 0
 
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import shutil
-import threading
 from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import pytest
 
 from support.gocmd import GoClient
 from support.modules import simple, universe, write_module
+from support.slow import serve
 from support.sumdb import generate_key, running_sumdb
 
 pytestmark = pytest.mark.integration
@@ -36,16 +36,8 @@ class _QuietHandler(SimpleHTTPRequestHandler):
 @contextlib.contextmanager
 def serve_directory(root: Path) -> Iterator[str]:
     """A GOPROXY serving ``root`` over HTTP on loopback."""
-    handler = functools.partial(_QuietHandler, directory=str(root))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serve(functools.partial(_QuietHandler, directory=str(root))) as url:
+        yield url
 
 
 def tree(url: str) -> tuple[int, str]:

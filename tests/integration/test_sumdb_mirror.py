@@ -61,6 +61,14 @@ class World:
         ):
             yield mirror
 
+    def get_two(self, mirror: Server, name: str = "user") -> GoClient:
+        """A user who went through the mirror for two modules (verified, so the mirror holds
+        their lookups, the tiles that prove them, and a tree head of 2 records)."""
+        go = self.client(mirror, name)
+        go.new_module()
+        go.run("get", "example.com/hello@v1.1.0", "example.com/multi/v2@v2.0.1")
+        return go
+
     @contextlib.contextmanager
     def mirror(self, name: str = "mirror", **env: str) -> Iterator[Server]:
         with running_server(
@@ -139,9 +147,7 @@ def test_tiles_and_lookups_served_byte_for_byte_and_with_the_database_stopped(
     world: World,
 ) -> None:
     with world.mirror() as mirror:
-        go = world.client(mirror)
-        go.new_module()
-        go.run("get", "example.com/hello@v1.1.0", "example.com/multi/v2@v2.0.1")
+        world.get_two(mirror)
         base = f"{mirror.url}/sumdb/{DB}"
         paths = [
             "lookup/example.com/hello@v1.1.0",
@@ -245,9 +251,7 @@ def test_fork_fails_closed_survives_restart_and_older_heads_are_refused(
     world: World, tmp_path: Path
 ) -> None:
     with world.mirror() as mirror:
-        go = world.client(mirror)
-        go.new_module()
-        go.run("get", "example.com/hello@v1.1.0", "example.com/multi/v2@v2.0.1")
+        world.get_two(mirror)
         base = f"{mirror.url}/sumdb/{DB}"
         assert httpx.get(f"{base}/latest").status_code == 200
         head = (mirror.data_dir / "sumdb" / DB / "head").read_bytes()
@@ -313,9 +317,7 @@ def test_fork_fails_closed_survives_restart_and_older_heads_are_refused(
 
 def test_an_older_tree_head_is_never_served(world: World, tmp_path: Path) -> None:
     with world.mirror() as mirror:
-        go = world.client(mirror)
-        go.new_module()
-        go.run("get", "example.com/hello@v1.1.0", "example.com/multi/v2@v2.0.1")
+        world.get_two(mirror)
         stored = (mirror.data_dir / "sumdb" / DB / "head").read_bytes()
     world.sumdb.stop()
     # The same key and history, restarted empty: its tree (0 records) is older than ours.

@@ -351,10 +351,11 @@ class SumdbService:
         db, lines = found
         want = lines.get(what)
         if want is None:
-            self.record_failure(db, "lookup")
-            raise VerificationError(
+            raise self._refused(
+                db,
+                "lookup",
                 f"{module}@{version}: checksum database {db.name} has no"
-                f" {'go.mod ' if what == 'mod' else ''}hash for this version"
+                f" {'go.mod ' if what == 'mod' else ''}hash for this version",
             )
         if want != h1:
             self.record_failure(db, "mod_mismatch" if what == "mod" else "zip_mismatch")
@@ -389,6 +390,11 @@ class SumdbService:
 
     def record_failure(self, db: Database, reason: Reason) -> None:
         self.metrics.record_sumdb_failure(db.name, reason)
+
+    def _refused(self, db: Database, reason: Reason, message: str) -> VerificationError:
+        """Count a refused answer of the database; the error to raise."""
+        self.record_failure(db, reason)
+        return VerificationError(message)
 
     # -- fork state ------------------------------------------------------------------------
 
@@ -627,17 +633,15 @@ class SumdbService:
             for t, (_, fetched) in zip(plan.tiles, got, strict=True)
         ):
             # Every tile is a cached one already proven against this very tree.
-            return [
-                tlog.hash_from_tile(plan.tiles[j], data[j], x)
-                for x, j in zip(plan.indexes, plan.index_tile_order, strict=True)
-            ]
+            return tlog.planned_hashes(plan, data)
         try:
             hashes = tlog.verify_tiles(plan, data)
         except tlog.TlogError as e:
-            self.record_failure(db, "tile")
-            raise VerificationError(
+            raise self._refused(
+                db,
+                "tile",
                 f"checksum database {db.name}: tiles do not hash to the signed tree"
-                f" {tree.n} ({e.message}); refused, nothing stored"
+                f" {tree.n} ({e.message}); refused, nothing stored",
             ) from e
         if len(proven) > 4096:
             proven.clear()
@@ -674,10 +678,11 @@ class SumdbService:
                         else _data_prefix(body, tile.width)
                     )
             if tile.level >= 0 and len(body) != _tile_size(tile):
-                self.record_failure(db, "tile")
-                raise VerificationError(
+                raise self._refused(
+                    db,
+                    "tile",
                     f"checksum database {db.name}: {tile.path} has {len(body)} bytes, want"
-                    f" {_tile_size(tile)}; refused"
+                    f" {_tile_size(tile)}; refused",
                 )
             return body
 
@@ -698,17 +703,19 @@ class SumdbService:
             try:
                 texts = tlog.parse_data_tile(tile, body)
             except tlog.TlogError as e:
-                self.record_failure(db, "tile")
-                raise VerificationError(
-                    f"checksum database {db.name}: {tile.path} is malformed ({e.message}); refused"
+                raise self._refused(
+                    db,
+                    "tile",
+                    f"checksum database {db.name}: {tile.path} is malformed ({e.message}); refused",
                 ) from e
             indexes = [tlog.stored_hash_index(0, first + i) for i in range(tile.width)]
             leaves = await self.read_hashes(db, tree, indexes)
             if [tlog.record_hash(t) for t in texts] != leaves:
-                self.record_failure(db, "tile")
-                raise VerificationError(
+                raise self._refused(
+                    db,
+                    "tile",
                     f"checksum database {db.name}: the records of {tile.path} are not those of"
-                    f" the signed tree {tree.n}; refused"
+                    f" the signed tree {tree.n}; refused",
                 )
         if tile.width != 1 << tile.height:
             full = tlog.Tile(tile.height, tile.level, tile.n, 1 << tile.height)
@@ -782,30 +789,35 @@ class SumdbService:
         try:
             record_id, text, signed = tlog.parse_record(raw)
         except tlog.TlogError as e:
-            self.record_failure(db, "lookup")
-            raise VerificationError(
-                f"{what}: checksum database {db.name} answered a malformed lookup; refused"
+            raise self._refused(
+                db,
+                "lookup",
+                f"{what}: checksum database {db.name} answered a malformed lookup; refused",
             ) from e
         if not go_sum_lines(module, version, text):
-            self.record_failure(db, "lookup")
-            raise VerificationError(
-                f"{what}: checksum database {db.name} answered a record for another module; refused"
+            raise self._refused(
+                db,
+                "lookup",
+                f"{what}: checksum database {db.name} answered a record for another module;"
+                " refused",
             )
         tree = await self.adopt(db, signed)
         if not 0 <= record_id < tree.n:
-            self.record_failure(db, "lookup")
-            raise VerificationError(
+            raise self._refused(
+                db,
+                "lookup",
                 f"{what}: checksum database {db.name} named record {record_id}, outside its"
-                f" signed tree of {tree.n}; refused"
+                f" signed tree of {tree.n}; refused",
             )
         assert db.head is not None
         head = db.head.tree
         (leaf,) = await self.read_hashes(db, head, [tlog.stored_hash_index(0, record_id)])
         if leaf != tlog.record_hash(text):
-            self.record_failure(db, "lookup")
-            raise VerificationError(
+            raise self._refused(
+                db,
+                "lookup",
                 f"{what}: the record checksum database {db.name} answered is not record"
-                f" {record_id} of its signed tree; refused"
+                f" {record_id} of its signed tree; refused",
             )
         return raw
 

@@ -727,8 +727,14 @@ def verify_tiles(plan: TilePlan, data: Sequence[bytes]) -> list[bytes]:
         if h != _tile_hash(data[i]):
             raise InconsistentTileError()
 
+    return planned_hashes(plan, data)
+
+
+def planned_hashes(plan: TilePlan, data: Sequence[bytes]) -> list[bytes]:
+    """The wanted hashes from the data of a plan's tiles: proven only if :func:`verify_tiles`
+    accepted that data for that tree (now, or earlier for the same bytes)."""
     return [
-        hash_from_tile(tiles[j], data[j], x)
+        hash_from_tile(plan.tiles[j], data[j], x)
         for x, j in zip(plan.indexes, plan.index_tile_order, strict=True)
     ]
 
