@@ -14,13 +14,14 @@ import hashlib
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from support.servers import stop_process
 
 SOURCE_DIR = Path(__file__).parent / "sumdbserver"
 
@@ -123,19 +124,7 @@ class SumDB:
         return [path for _, path, _ in self.entries()]
 
     def stop(self, timeout: float = 10) -> int:
-        return _stop(self.proc, timeout)
-
-
-def _stop(proc: subprocess.Popen[bytes], timeout: float) -> int:
-    """Stop the process we started, by its PID: SIGTERM, then SIGKILL after ``timeout``."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
+        return stop_process(self.proc, timeout=timeout)
 
 
 @contextlib.contextmanager
@@ -166,4 +155,4 @@ def running_sumdb(
             time.sleep(0.02)
         yield SumDB(listening.group(1), proc, log_path, verifier.group(1))
     finally:
-        _stop(proc, 10)
+        stop_process(proc, timeout=10)
