@@ -1,4 +1,4 @@
-"""Wiring: settings in, a running aiohttp application out. The only place that builds clients."""
+"""Wiring: settings in, a running server out. The only place that builds clients."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from aiohttp import web
 
 from entrepot import __version__
 from entrepot.accesslog import AccessLog
@@ -29,11 +28,11 @@ from entrepot.storage.filesystem import FilesystemStorage, unique_owner
 from entrepot.sumdb.handlers import SumdbHandlers
 from entrepot.sumdb.note import VerifierList, parse_verifier_key
 from entrepot.sumdb.service import DatabaseConfig, Hop, SumdbService
-from entrepot.web.observe import observer
-from entrepot.web.responses import TEXT
+from entrepot.web.http import TEXT, Request, Response
+from entrepot.web.observe import Observed
 from entrepot.web.routes import RouteTable
 from entrepot.web.server import (
-    GuardedServer,
+    HttpServer,
     connection_budget,
     fd_limit,
     fetch_budget,
@@ -41,8 +40,6 @@ from entrepot.web.server import (
 )
 
 log = logging.getLogger("entrepot")
-
-Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 
 def _read_tokens(settings: Settings) -> dict[str, str]:
@@ -200,7 +197,7 @@ def sum_exempt(settings: Settings) -> Callable[[str], bool]:
 class Mirror:
     """Everything one server process runs: the request handler and what it must close."""
 
-    handler: Handler
+    app: Observed
     service: GoService
     sumdb: SumdbService
     metrics: Metrics
@@ -270,37 +267,38 @@ def build_mirror(
     )
     handlers = GoHandlers(service, settings.go.cache)
 
-    async def healthz(request: web.BaseRequest) -> web.Response:
-        request["endpoint"] = "health"
-        return web.Response(text="ok\n", content_type="text/plain")
+    async def healthz(request: Request) -> Response:
+        request.endpoint = "health"
+        return Response(text="ok\n")
 
-    async def readyz(request: web.BaseRequest) -> web.Response:
-        request["endpoint"] = "health"
+    async def readyz(request: Request) -> Response:
+        request.endpoint = "health"
         if not storage.writable():
-            return web.Response(status=503, text=f"storage not writable: {storage.root}\n")
+            return Response(503, text=f"storage not writable: {storage.root}\n")
         failed = await sumdb.status()
         if failed:
-            return web.Response(status=503, text="".join(f"{line}\n" for line in failed))
+            return Response(503, text="".join(f"{line}\n" for line in failed))
         free, keep = storage.free_bytes(), settings.limits.min_free_bytes
         if free < keep:
-            return web.Response(
-                status=503,
+            return Response(
+                503,
                 text=(
                     f"cache volume nearly full: {free >> 20} MiB free on {storage.root},"
                     f" limits.min_free_bytes keeps {keep >> 20} MiB\n"
                 ),
             )
-        return web.Response(text="ready\n", content_type="text/plain")
+        return Response(text="ready\n")
 
-    async def metrics_page(request: web.BaseRequest) -> web.Response:
-        request["endpoint"] = "metrics"
-        return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
+    async def metrics_page(request: Request) -> Response:
+        request.endpoint = "metrics"
+        return Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
 
-    async def index(request: web.BaseRequest) -> web.Response:
-        return web.Response(
+    async def index(request: Request) -> Response:
+        scheme = request.headers.get("x-forwarded-proto", "http").split(",")[0].strip()
+        return Response(
             text=(
                 f"Entrepôt {__version__}: a Go module mirror.\n"
-                f"Use it with: GOPROXY={request.scheme}://{request.host}\n"
+                f"Use it with: GOPROXY={scheme}://{request.host or 'HOST'}\n"
             ),
             headers={"Content-Type": TEXT},
         )
@@ -313,16 +311,9 @@ def build_mirror(
     routes.add_prefix(
         "/sumdb/", SumdbHandlers(sumdb, latest_ttl=settings.go.sumdb.latest_ttl).handle
     )
-    handler = observer(
-        routes.dispatch,
-        metrics=metrics,
-        accesslog=accesslog,
-        classify=_endpoint,
-        min_send_rate=settings.limits.min_send_rate,
-        send_grace=settings.limits.header_timeout,
-    )
+    app = Observed(routes.dispatch, metrics=metrics, accesslog=accesslog, classify=_endpoint)
     return Mirror(
-        handler=handler,
+        app=app,
         service=service,
         sumdb=sumdb,
         metrics=metrics,
@@ -368,32 +359,22 @@ async def serve(
             limits.max_fetches,
         )
     mirror = build_mirror(settings, owner=owner, max_fetches=max_fetches)
-    # aiohttp's low-level server: no Application, router or middleware machinery. Measured on
-    # 2 cores: ~24k vs ~17k trivial responses per second (docs/architecture.md).
-    runner = web.ServerRunner(
-        GuardedServer(
-            mirror.handler,
-            header_timeout=limits.header_timeout,
-            keepalive_timeout=limits.keepalive_timeout,
-            max_connections=max_connections,
-            on_refused=mirror.metrics.record_refused_connection,
-            access_log=None,
-        ),
-        handle_signals=False,
-        shutdown_timeout=settings.shutdown_timeout,
+    server = HttpServer(
+        mirror.app,
+        header_timeout=limits.header_timeout,
+        keepalive_timeout=limits.keepalive_timeout,
+        max_connections=max_connections,
+        min_send_rate=limits.min_send_rate,
+        send_grace=limits.header_timeout,
+        on_refused=mirror.metrics.record_refused_connection,
     )
-    await runner.setup()
     mirror.start()
-    site: web.BaseSite
     if sock is not None:
-        site = web.SockSite(runner, sock)
+        await server.listen(sock=sock)
     else:
         host, port = split_host_port(settings.listen)
-        site = web.TCPSite(runner, host or None, port, backlog=1024)
-    await site.start()
-    if sock is None:
-        bound = runner.addresses[0] if runner.addresses else split_host_port(settings.listen)
-        announce(settings, bound[0], bound[1], workers=1)
+        bound = await server.listen(host=host, port=port)
+        announce(settings, bound[0][0], bound[0][1], workers=1)
     if on_ready is not None:
         on_ready()
     stop = asyncio.Event()
@@ -405,7 +386,7 @@ async def serve(
         await stop.wait()
     finally:
         log.info("shutting down: finishing in-flight requests")
-        await runner.cleanup()
+        await server.shutdown(settings.shutdown_timeout)
         await mirror.close()
 
 

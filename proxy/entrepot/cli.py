@@ -28,7 +28,6 @@ from entrepot.config import (
 )
 from entrepot.errors import ConfigError, InvalidRequestError, redact
 from entrepot.gomod.upstream import quiet_http_loggers
-from entrepot.web.server import quiet_bad_request_logs
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -115,7 +114,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     quiet_http_loggers()
-    quiet_bad_request_logs()
     for warning in settings_warnings(settings):
         logging.getLogger("entrepot").warning("configuration: %s", warning)
     try:

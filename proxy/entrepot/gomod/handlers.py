@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from aiohttp import web
-
 from entrepot.config import GoCache
 from entrepot.gomod.paths import parse_path
 from entrepot.gomod.policy import Kind, cache_control
 from entrepot.gomod.service import Answer, GoService
-from entrepot.web.responses import TEXT, BlobFileResponse, blob_headers, etag_matches, header_safe
+from entrepot.web.http import AnyResponse, Request, Response
+from entrepot.web.responses import TEXT, blob_headers, etag_matches, file_response, header_safe
 
 CONTENT_TYPES: dict[Kind, str] = {
     Kind.LIST: TEXT,
@@ -25,11 +24,11 @@ class GoHandlers:
         self.service = service
         self.cache = cache
 
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def handle(self, request: Request) -> AnyResponse:
         req = parse_path(request.path)
-        request["endpoint"] = req.endpoint
-        request["module"] = req.module
-        request["version"] = req.version
+        request.endpoint = req.endpoint
+        request.module = req.module
+        request.version = req.version
         service = self.service
         if req.endpoint == "list":
             answer = await service.list(req.module)
@@ -41,12 +40,12 @@ class GoHandlers:
             answer = await service.mod(req.module, req.version)
         else:
             answer = await service.zip(req.module, req.version)
-        request["cache"] = answer.cache
+        request.cache = answer.cache
         if answer.unverified:
-            request["sumdb"] = "unverified"
+            request.note = "unverified"
         return self.respond(request, answer)
 
-    def respond(self, request: web.BaseRequest, answer: Answer) -> web.StreamResponse:
+    def respond(self, request: Request, answer: Answer) -> AnyResponse:
         headers = blob_headers(
             answer.blob,
             content_type=CONTENT_TYPES[answer.kind],
@@ -58,10 +57,8 @@ class GoHandlers:
         if answer.stale_reason is not None:
             headers["Warning"] = '110 - "Response is Stale"'
             headers["X-Entrepot-Stale-Reason"] = header_safe(answer.stale_reason)
-        if answer.body is not None and "Range" not in request.headers:
-            if etag_matches(request.headers.get("If-None-Match"), answer.blob.etag):
-                return web.Response(status=304, headers=headers)
-            return web.Response(body=answer.body, headers=headers)
-        if answer.blob.path is None:  # pragma: no cover - only object storage lacks paths
-            raise RuntimeError("streaming from non-file storage is not implemented")
-        return BlobFileResponse(answer.blob.path, size=answer.blob.size, headers=headers)
+        if answer.body is not None and "range" not in request.headers:
+            if etag_matches(request.headers.get("if-none-match"), answer.blob.etag):
+                return Response(304, headers=headers)
+            return Response(body=answer.body, headers=headers)
+        return file_response(answer.blob, headers)

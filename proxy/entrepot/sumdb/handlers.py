@@ -10,8 +10,6 @@ import functools
 from dataclasses import dataclass
 from typing import Literal
 
-from aiohttp import web
-
 from entrepot.errors import InvalidRequestError, NotFoundError
 from entrepot.gomod.module import (
     canonical_version,
@@ -21,6 +19,7 @@ from entrepot.gomod.module import (
 )
 from entrepot.sumdb import tlog
 from entrepot.sumdb.service import TEXT, Served, SumdbService
+from entrepot.web.http import Request, Response
 from entrepot.web.responses import blob_headers, etag_matches
 
 PREFIX = "/sumdb/"
@@ -88,14 +87,14 @@ class SumdbHandlers:
             f"{rest!r}: a checksum database serves supported, latest, lookup/ and tile/"
         )
 
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        request["endpoint"] = "sumdb"
+    async def handle(self, request: Request) -> Response:
+        request.endpoint = "sumdb"
         req = self.parse(request.path)
         service = self.service
         if req.endpoint == "lookup":
             assert req.module is not None
             assert req.version is not None
-            request["module"], request["version"] = req.module, req.version
+            request.module, request.version = req.module, req.version
             served = await service.lookup(req.name, req.module, req.version)
         elif req.endpoint == "tile":
             assert req.tile is not None
@@ -103,11 +102,11 @@ class SumdbHandlers:
         elif req.endpoint == "latest":
             served = await service.latest(req.name)
         else:
-            return web.Response(body=b"", headers={"Content-Type": TEXT})
-        request["cache"] = served.cache
+            return Response(headers={"Content-Type": TEXT})
+        request.cache = served.cache
         return self.respond(request, served)
 
-    def respond(self, request: web.BaseRequest, served: Served) -> web.Response:
+    def respond(self, request: Request, served: Served) -> Response:
         if served.immutable:
             control = IMMUTABLE_CACHE_CONTROL
         else:
@@ -118,10 +117,10 @@ class SumdbHandlers:
             )
             if served.blob.size != len(served.body):  # a partial tile cut from a full one
                 headers.pop("ETag")
-            elif etag_matches(request.headers.get("If-None-Match"), served.blob.etag):
+            elif etag_matches(request.headers.get("if-none-match"), served.blob.etag):
                 headers["X-Entrepot-Cache"] = served.cache
-                return web.Response(status=304, headers=headers)
+                return Response(304, headers=headers)
         else:
             headers = {"Content-Type": served.content_type, "Cache-Control": control}
         headers["X-Entrepot-Cache"] = served.cache
-        return web.Response(body=served.body, headers=headers)
+        return Response(body=served.body, headers=headers)

@@ -1,92 +1,64 @@
-"""The one wrapper around every request: errors become responses (one mapping), then
-metrics and an access log.
+"""The one wrapper around every request: errors become responses (one mapping), and how each
+request ended goes to the metrics and the access log.
 
-The response is sent here (``prepare`` + ``write_eof``), so the duration and byte count cover
-the whole body, sendfile included, and a client that goes away is logged as 499.
+The core (entrepot.web.server) calls :meth:`Observed.done` after the whole body was sent, so
+the duration and byte count cover sendfile too, and a client that went away is logged as 499.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
-
-from aiohttp import web
+from typing import cast
 
 from entrepot.accesslog import AccessLog
 from entrepot.errors import EntrepotError
 from entrepot.metrics import Endpoint, Metrics
-from entrepot.web.responses import BlobFileResponse, error_response
+from entrepot.web.http import AnyResponse, Request
+from entrepot.web.responses import error_response
 
 log = logging.getLogger("entrepot.web")
-Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+Handler = Callable[[Request], Awaitable[AnyResponse]]
 
 
-def observer(
-    handler: Handler,
-    *,
-    metrics: Metrics,
-    accesslog: AccessLog,
-    classify: Callable[[str], Endpoint],
-    min_send_rate: int = 0,
-    send_grace: float = 30.0,
-) -> Handler:
-    """Wrap the route table: errors → responses (one mapping), then metrics and the log.
+class Observed:
+    """The application the core serves: a handler, with errors mapped and requests counted."""
 
-    A file answer must be sent within ``send_grace`` seconds plus its size at ``min_send_rate``
-    bytes/s (0: no limit): a client reading a zip at 1 byte/s once held its connection and
-    an open file for weeks. Small bodies go to the socket buffer at once and need no limit.
-    """
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        metrics: Metrics,
+        accesslog: AccessLog,
+        classify: Callable[[str], Endpoint],
+    ) -> None:
+        self.handler = handler
+        self.metrics = metrics
+        self.accesslog = accesslog
+        self.classify = classify
 
-    async def observe(request: web.BaseRequest) -> web.StreamResponse:
-        start = time.perf_counter()
+    async def handle(self, request: Request) -> AnyResponse:
         try:
-            response = await handler(request)
-        except web.HTTPException as e:
-            response = e
+            return await self.handler(request)
         except EntrepotError as e:
-            response = error_response(e)
+            return error_response(e)
         except Exception as e:
             log.exception("unexpected error serving %s", request.path)
-            response = error_response(e)
-        status = response.status
-        try:
-            if min_send_rate and isinstance(response, BlobFileResponse):
-                try:
-                    async with asyncio.timeout(send_grace + response.size / min_send_rate):
-                        await response.prepare(request)
-                        await response.write_eof()
-                except TimeoutError:
-                    status = 499  # the client read too slowly: drop it
-                    if request.transport is not None:
-                        request.transport.abort()
-            else:
-                await response.prepare(request)
-                await response.write_eof()
-        except ConnectionError:
-            status = 499  # the client went away; aiohttp closes the connection quietly
-        except asyncio.CancelledError:
-            status = 499
-            raise
-        finally:
-            seconds = time.perf_counter() - start
-            endpoint: Endpoint = request.get("endpoint") or classify(request.path)
-            sent = response.content_length or 0 if status != 499 else 0
-            metrics.record_request(endpoint, status, seconds, sent)
-            accesslog.write(
-                method=request.method,
-                path=request.path,
-                endpoint=endpoint,
-                module=request.get("module"),
-                version=request.get("version") or None,
-                cache=request.get("cache"),
-                status=status,
-                seconds=seconds,
-                sent=sent,
-                remote=request.remote,
-                note=request.get("sumdb"),
-            )
-        return response
+            return error_response(e)
 
-    return observe
+    def done(self, request: Request, status: int, sent: int, seconds: float) -> None:
+        endpoint = cast(Endpoint, request.endpoint) or self.classify(request.path)
+        self.metrics.record_request(endpoint, status, seconds, sent)
+        self.accesslog.write(
+            method=request.method,
+            path=request.path,
+            endpoint=endpoint,
+            module=request.module,
+            version=request.version or None,
+            cache=request.cache,
+            status=status,
+            seconds=seconds,
+            sent=sent,
+            remote=request.remote,
+            note=request.note,
+        )

@@ -6,15 +6,9 @@ lines, and entirely printable, so every error body here is shaped that way.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import textwrap
 from email.utils import formatdate
-from pathlib import Path
-from typing import IO, Any
-
-from aiohttp import web
-from aiohttp.abc import AbstractStreamWriter
 
 from entrepot.errors import (
     EntrepotError,
@@ -26,9 +20,10 @@ from entrepot.errors import (
     UpstreamTimeoutError,
 )
 from entrepot.storage.base import BlobInfo
-from entrepot.web.sendfile import can_sendfile, sendfile
+from entrepot.web.files import etag_matches
+from entrepot.web.http import TEXT, FileResponse, Response
 
-TEXT = "text/plain; charset=utf-8"
+__all__ = ["TEXT", "etag_matches"]
 MAX_LINES = 8
 LINE_WIDTH = 80
 
@@ -62,7 +57,7 @@ def error_body(message: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def error_response(error: Exception) -> web.Response:
+def error_response(error: Exception) -> Response:
     if isinstance(error, EntrepotError):
         message = error.message
     else:
@@ -70,7 +65,7 @@ def error_response(error: Exception) -> web.Response:
     headers = {"Content-Type": TEXT, "Cache-Control": "no-store"}
     if isinstance(error, UnavailableError):
         headers["Retry-After"] = str(error.retry_after)
-    return web.Response(status=status_for(error), text=error_body(message), headers=headers)
+    return Response(status_for(error), text=error_body(message), headers=headers)
 
 
 def header_safe(text: str, limit: int = 200) -> str:
@@ -91,45 +86,10 @@ def _http_date(mtime_ns: int) -> str:
     return formatdate(mtime_ns / 1e9, usegmt=True)
 
 
-def etag_matches(if_none_match: str | None, etag: str) -> bool:
-    """Weak comparison, as If-None-Match requires."""
-    if not if_none_match:
-        return False
-    if if_none_match.strip() == "*":
-        return True
-    wanted = etag.removeprefix("W/")
-    return any(t.strip().removeprefix("W/") == wanted for t in if_none_match.split(","))
-
-
-class BlobFileResponse(web.FileResponse):
-    """sendfile of a stored blob (Range, HEAD and conditional requests included).
-
-    The observing middleware sends the response itself to time it; aiohttp's FileResponse,
-    unlike Response, would start over when the server calls ``prepare`` a second time.
-    """
-
-    def __init__(self, path: Path, *, size: int, headers: dict[str, str]) -> None:
-        super().__init__(path, headers=headers)
-        self.size = size  # for the send deadline (observe)
-
-    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
-        if self._eof_sent:
-            return None
-        if self._payload_writer is not None:
-            return self._payload_writer
-        return await super().prepare(request)
-
-    async def _sendfile(
-        self, request: web.BaseRequest, fobj: IO[Any], offset: int, count: int
-    ) -> AbstractStreamWriter:
-        """The kernel's sendfile on every loop (aiohttp only has it where the loop does)."""
-        transport = request.transport
-        if isinstance(request._loop, asyncio.BaseEventLoop) or (  # asyncio's: native already
-            transport is None or not can_sendfile(transport)
-        ):
-            return await super()._sendfile(request, fobj, offset, count)
-        writer = await web.StreamResponse.prepare(self, request)
-        assert writer is not None
-        await sendfile(transport, fobj, offset, count)
-        await web.StreamResponse.write_eof(self)
-        return writer
+def file_response(blob: BlobInfo, headers: dict[str, str]) -> FileResponse:
+    """A stored blob sent from its file (sendfile; Range and conditionals by the core)."""
+    if blob.path is None:  # pragma: no cover - only object storage lacks paths
+        raise RuntimeError("streaming from non-file storage is not implemented")
+    return FileResponse(
+        blob.path, size=blob.size, etag=blob.etag, mtime=blob.mtime_ns / 1e9, headers=headers
+    )

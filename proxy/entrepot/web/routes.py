@@ -1,16 +1,15 @@
 """The route table: exact paths, then path prefixes, then the protocol fallback.
 
-The server runs on aiohttp's low-level ``web.Server`` (no Application router): a dict lookup
-here is all the routing there is. Only GET and HEAD exist; anything else is a 405.
+A dict lookup is all the routing there is. Only GET and HEAD exist; anything else is a 405.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from aiohttp import web
+from entrepot.web.http import AnyResponse, Request, Response
 
-Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+Handler = Callable[[Request], Awaitable[AnyResponse]]
 ALLOWED = frozenset({"GET", "HEAD"})
 
 
@@ -26,10 +25,10 @@ class RouteTable:
     def add_prefix(self, prefix: str, handler: Handler) -> None:
         self.prefixes.append((prefix, handler))
 
-    async def dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def dispatch(self, request: Request) -> AnyResponse:
         if request.method not in ALLOWED:
-            return web.Response(
-                status=405, text="only GET and HEAD are served\n", headers={"Allow": "GET, HEAD"}
+            return Response(
+                405, text="only GET and HEAD are served\n", headers={"Allow": "GET, HEAD"}
             )
         path = request.path
         handler = self.exact.get(path)

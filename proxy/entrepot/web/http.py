@@ -1,0 +1,120 @@
+"""What handlers see: a parsed request, and a response of bytes or of a file.
+
+The server core (entrepot.web.server) produces requests and sends responses; handlers depend
+on these types only, never on the core, so the core can change without them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+TEXT = "text/plain; charset=utf-8"
+
+REASONS: dict[int, str] = {
+    200: "OK",
+    204: "No Content",
+    206: "Partial Content",
+    304: "Not Modified",
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    410: "Gone",
+    412: "Precondition Failed",
+    414: "URI Too Long",
+    416: "Range Not Satisfiable",
+    431: "Request Header Fields Too Large",
+    499: "Client Closed Request",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+
+class Request:
+    """One HTTP request. ``headers`` has lower-case names (repeated fields joined by ", ").
+
+    Handlers note what the request was about (``endpoint``, ``module``, ``version``,
+    ``cache``, ``note``) for the access log and the metrics.
+    """
+
+    __slots__ = (
+        "cache",
+        "endpoint",
+        "headers",
+        "method",
+        "module",
+        "note",
+        "path",
+        "query",
+        "remote",
+        "version",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        *,
+        query: str = "",
+        remote: str | None = None,
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.remote = remote
+        self.endpoint: str | None = None
+        self.module: str | None = None
+        self.version: str | None = None
+        self.cache: str | None = None
+        self.note: str | None = None
+
+    @property
+    def host(self) -> str:
+        return self.headers.get("host", "")
+
+
+class Response:
+    """A response whose body is in memory."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(
+        self,
+        status: int = 200,
+        *,
+        body: bytes = b"",
+        text: str | None = None,
+        headers: dict[str, str] | None = None,
+        content_type: str | None = None,
+    ) -> None:
+        self.status = status
+        self.body = text.encode() if text is not None else body
+        self.headers = headers if headers is not None else {}
+        if content_type is not None:
+            self.headers["Content-Type"] = content_type
+        elif text is not None and "Content-Type" not in self.headers:
+            self.headers["Content-Type"] = TEXT
+
+
+class FileResponse:
+    """A file sent with the kernel's sendfile: HEAD, Range, If-None-Match and
+    If-Modified-Since are answered by the core (entrepot.web.files plans them)."""
+
+    __slots__ = ("etag", "headers", "mtime", "path", "size")
+
+    def __init__(
+        self, path: Path, *, size: int, etag: str, mtime: float, headers: dict[str, str]
+    ) -> None:
+        self.path = path
+        self.size = size  # as stored; the core sends what the open file holds
+        self.etag = etag
+        self.mtime = mtime  # seconds, for If-Modified-Since and If-Range dates
+        self.headers = headers
+
+
+AnyResponse = Response | FileResponse
