@@ -6,6 +6,7 @@ on these types only, never on the core, so the core can change without them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 TEXT = "text/plain; charset=utf-8"
@@ -78,10 +79,21 @@ class Request:
         return self.headers.get("host", "")
 
 
-class Response:
-    """A response whose body is in memory."""
+def render_fields(headers: Mapping[str, str]) -> bytes:
+    """Header lines ready for the wire. A name or value holding a CR or LF (a response
+    splitting attempt, or a bug) raises ValueError: such a header is never sent."""
+    text = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    if text.count("\n") != len(headers) or text.count("\r") != len(headers):
+        raise ValueError("a response header holds a line break")
+    return text.encode("latin-1")  # UnicodeEncodeError is a ValueError too
 
-    __slots__ = ("body", "headers", "status")
+
+class Response:
+    """A response whose body is in memory. ``fields``: the headers already rendered by
+    :func:`render_fields` (a handler may keep them for answers it gives again and again);
+    when given, ``headers`` is not looked at."""
+
+    __slots__ = ("body", "fields", "headers", "status")
 
     def __init__(
         self,
@@ -91,9 +103,11 @@ class Response:
         text: str | None = None,
         headers: dict[str, str] | None = None,
         content_type: str | None = None,
+        fields: bytes | None = None,
     ) -> None:
         self.status = status
         self.body = text.encode() if text is not None else body
+        self.fields = fields
         self.headers = headers if headers is not None else {}
         if content_type is not None:
             self.headers["Content-Type"] = content_type
