@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ class BlobInfo:
     mtime_ns: int
     path: Path | None = None  # a local file, when the backend has one (sendfile)
 
-    @property
+    @functools.cached_property
     def etag(self) -> str:
         """A strong validator; the same formula aiohttp's FileResponse uses for files."""
         return f'"{self.mtime_ns:x}-{self.size:x}"'

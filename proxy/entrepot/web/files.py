@@ -31,6 +31,8 @@ class Plan:
 
 def etag_matches(header: str | None, etag: str, *, weak: bool = True) -> bool:
     """If-None-Match compares weakly; If-Match and If-Range strongly (``weak=False``)."""
+    if header == etag:  # what a client sends back most of the time
+        return not (not weak and etag.startswith("W/"))
     if not header:
         return False
     if header.strip() == "*":

@@ -174,6 +174,31 @@ def render_head(
     )
 
 
+# Header names and methods clients send on every request, decoded once.
+_NAMES = {
+    n.encode(): n.lower()
+    for n in (
+        "Host",
+        "User-Agent",
+        "Accept",
+        "Accept-Encoding",
+        "Connection",
+        "If-None-Match",
+        "If-Modified-Since",
+        "Range",
+        "If-Range",
+        "Content-Length",
+        "Authorization",
+        "X-Forwarded-For",
+        "X-Forwarded-Proto",
+        "Cache-Control",
+        "Pragma",
+    )
+}
+_NAMES |= {name.lower(): value for name, value in _NAMES.items()}
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS")}
+
+
 class _Reject(Exception):
     """Raised from a parser callback to stop parsing with this status."""
 
@@ -285,7 +310,7 @@ class _Connection(asyncio.Protocol):
         self._paused_reading = False
         self._write_waiter: asyncio.Future[None] | None = None
         self._write_paused = False
-        self._send_fd = -1
+        self._send_sock: socket.socket | None = None  # for sendfile, made on first use
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -305,9 +330,9 @@ class _Connection(asyncio.Protocol):
         waiter = self._write_waiter
         if waiter is not None and not waiter.done():
             waiter.set_exception(ConnectionResetError("connection lost"))
-        if self._send_fd >= 0 and not self._busy:
-            os.close(self._send_fd)
-            self._send_fd = -1
+        if self._send_sock is not None and not self._busy:
+            self._send_sock.close()
+            self._send_sock = None
         self._kick()
         self.server._forget(self)
 
@@ -367,7 +392,7 @@ class _Connection(asyncio.Protocol):
         self._header_count += 1
         if self._header_bytes > MAX_HEADER_BYTES or self._header_count > MAX_HEADERS:
             raise _Reject(431)
-        key = name.decode("latin-1").lower()
+        key = _NAMES.get(name) or name.decode("latin-1").lower()
         text = value.decode("latin-1")
         headers = self._headers
         if key in headers:
@@ -389,8 +414,9 @@ class _Connection(asyncio.Protocol):
         if "%" in path:
             path = unquote(path, errors="replace")
         parser = self.parser
+        method = parser.get_method()
         request = Request(
-            parser.get_method().decode("latin-1"),
+            _METHODS.get(method) or method.decode("latin-1"),
             path,
             self._headers,
             query=query.partition(b"#")[0].decode("latin-1"),
@@ -460,9 +486,9 @@ class _Connection(asyncio.Protocol):
                     self._busy = False
         finally:
             self._task = None
-            if self._lost and self._send_fd >= 0:
-                os.close(self._send_fd)
-                self._send_fd = -1
+            if self._lost and self._send_sock is not None:
+                self._send_sock.close()
+                self._send_sock = None
 
     async def _serve(self, request: Request, keep_alive: bool, http10: bool) -> bool:
         """Answer one request; False when the connection must close after it."""
@@ -552,16 +578,22 @@ class _Connection(asyncio.Protocol):
                 if self._write_paused:
                     await self._drained()
                 return todo.status, todo.length
-            self.transport.write(head)
-            if self._send_fd < 0:
-                self._send_fd = sendfile.duplicate(self.transport)
+            if self._send_sock is None:
+                self._send_sock = sendfile.duplicate(self.transport)
             limit = self.server.min_send_rate
             try:
                 async with asyncio.timeout(
                     self.server.send_grace + todo.length / limit if limit else None
                 ):
                     await self._drained_fully()
-                    await sendfile.send(self.transport, self._send_fd, fd, todo.start, todo.length)
+                    await sendfile.send(
+                        self.transport,
+                        self._send_sock,
+                        head,
+                        fd,
+                        offset=todo.start,
+                        count=todo.length,
+                    )
             except TimeoutError:
                 self.transport.abort()  # the client reads too slowly: drop it
                 return 499, 0
