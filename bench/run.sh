@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks of the Go module mirror (not tests): `make bench`, or `bench/run.sh [--quick] ...`;
 # `bench/run.sh --sumdb [...]` runs the checksum-database benchmarks (bench/sumdb.py);
-# `bench/run.sh --peers [...]` Entrepôt against goproxy and Athens in one run (bench/peers.py).
+# `bench/run.sh --peers [...]` Entrepôt against goproxy and Athens in one run (bench/peers.py);
+# `bench/run.sh --cores [...]` HTTP server cores side by side (bench/cores.py).
 # Everything runs on 127.0.0.1; see docs/benchmarks.md for what is measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,10 @@ make --no-print-directory install
 if [ "${1:-}" = "--sumdb" ]; then
     shift
     exec .venv/bin/python bench/sumdb.py "$@"
+fi
+if [ "${1:-}" = "--cores" ]; then
+    shift
+    exec .venv/bin/python bench/cores.py "$@"
 fi
 if [ "${1:-}" = "--peers" ]; then
     shift
