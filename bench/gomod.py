@@ -14,8 +14,10 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import json
+import math
 import os
 import platform
 import re
@@ -142,13 +144,28 @@ def rss_bytes(pids: list[int]) -> int:
 
 
 def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time consumed so far by ``pids``."""
+    """User + system CPU time consumed so far by ``pids``, plus that of the children they
+    waited for (a ``go`` command a server ran and reaped is the server's work too)."""
     total = 0
     for pid in pids:
         with contextlib.suppress(OSError):
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
+            total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
     return total / os.sysconf("SC_CLK_TCK")
+
+
+class TreeCpu:
+    """CPU time of a process tree from now on: the processes there now (and, through the
+    parent's counters, the children they reap) plus the ones that appeared meanwhile."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.pids = tree_pids(pid)
+        self.start = cpu_seconds(self.pids)
+
+    def seconds(self) -> float:
+        late = [p for p in tree_pids(self.pid) if p not in self.pids]
+        return cpu_seconds(self.pids) + cpu_seconds(late) - self.start
 
 
 def busy_seconds() -> float:
@@ -310,20 +327,32 @@ class WrkRun:
 
 
 def run_wrk(
-    name: str, url: str, script: Path, *, connections: int, duration: float, server_pid: int
+    name: str,
+    url: str,
+    script: Path,
+    *,
+    connections: int,
+    duration: float,
+    server_pid: int,
+    threads: int = 2,
+    timeout: float | None = None,
 ) -> WrkRun:
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency", "-s", str(script)]
-    cmd.append(url)
+    """``wrk -t<threads> -c<connections>``; ``timeout``: wrk's ``--timeout`` in seconds
+    (rounded up: wrk takes whole seconds; default wrk's own, 2 s). A response slower than
+    the timeout counts as a timeout error and is left out of the latency percentiles."""
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--latency"]
+    if timeout is not None:
+        cmd += ["--timeout", f"{math.ceil(timeout)}s"]
+    cmd += ["-s", str(script), url]
     print(f"  $ {shlex.join(cmd)}", flush=True)
-    pids = tree_pids(server_pid)
-    server_cpu = cpu_seconds(pids)
+    server = TreeCpu(server_pid)
     child = resource.getrusage(resource.RUSAGE_CHILDREN)
     busy = busy_seconds()
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=False)
     elapsed = time.perf_counter() - start
     busy = busy_seconds() - busy
-    server_cpu = cpu_seconds(pids) - server_cpu
+    server_cpu = server.seconds()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     wrk_cpu = after.ru_utime + after.ru_stime - child.ru_utime - child.ru_stime
     if proc.returncode != 0:
@@ -516,16 +545,33 @@ def bench_memory(
         flush=True,
     )
     get_ok(mod_url(mirror_url, BIG_PATH, version, "info"))
-    baseline = settle_rss(mirror.proc.pid)
-    cmd = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download}\\n", url]
-    print(f"  $ {MEM_CLIENTS} x {shlex.join(cmd)}", flush=True)
+    out: dict[str, Any] = {
+        "zip_bytes": size,
+        "upstream_cold_s": up_cold,
+        "mirror_cold_s": cold,
+        "cold_rss_base_mib": cold_base / MiB,
+        "cold_rss_peak_mib": cold_rss.peak / MiB,
+    }
+    return out | concurrent_downloads(mirror.proc.pid, url, size, MEM_CLIENTS)
+
+
+def concurrent_downloads(
+    pid: int, url: str, size: int, clients: int, *, max_seconds: float = 600
+) -> dict[str, Any]:
+    """``clients`` curl processes download ``url`` at once while the RSS of ``pid``'s process
+    tree is sampled: the RSS before (max over 1 s), the peak during, and after. Each curl
+    gives up after ``max_seconds``."""
+    baseline = settle_rss(pid)
+    cmd = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download}\\n"]
+    cmd += ["--max-time", f"{max_seconds:g}", url]
+    print(f"  $ {clients} x {shlex.join(cmd)}", flush=True)
     procs: list[subprocess.Popen[str]] = []
     try:
-        with RssSampler(mirror.proc.pid) as hot_rss:
+        with RssSampler(pid) as hot_rss:
             start = time.perf_counter()
-            for _ in range(MEM_CLIENTS):
+            for _ in range(clients):
                 procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True))
-            outputs = [p.communicate(timeout=600)[0].split() for p in procs]
+            outputs = [p.communicate(timeout=max_seconds + 30)[0].split() for p in procs]
             wall = time.perf_counter() - start
     finally:
         for p in procs:
@@ -533,27 +579,22 @@ def bench_memory(
                 p.kill()
                 p.wait()
     ok = sum(1 for o in outputs if o == ["200", str(size)])
-    after = settle_rss(mirror.proc.pid)
+    after = settle_rss(pid)
     out = {
-        "zip_bytes": size,
-        "upstream_cold_s": up_cold,
-        "mirror_cold_s": cold,
-        "cold_rss_base_mib": cold_base / MiB,
-        "cold_rss_peak_mib": cold_rss.peak / MiB,
-        "clients": MEM_CLIENTS,
+        "clients": clients,
         "complete_downloads": ok,
         "wall_s": wall,
-        "aggregate_bytes_per_s": MEM_CLIENTS * size / wall,
+        "aggregate_bytes_per_s": clients * size / wall,
         "rss_baseline_mib": baseline / MiB,
         "rss_peak_mib": hot_rss.peak / MiB,
         "rss_delta_mib": (hot_rss.peak - baseline) / MiB,
         "rss_after_mib": after / MiB,
         "samples": len(hot_rss.samples),
-        "processes": len(tree_pids(mirror.proc.pid)),
+        "processes": len(tree_pids(pid)),
         "curl_command": cmd,
     }
     print(
-        f"    {ok}/{MEM_CLIENTS} complete in {wall:.2f} s"
+        f"    {ok}/{clients} complete in {wall:.2f} s"
         f" ({out['aggregate_bytes_per_s'] / 1e9:.2f} GB/s); RSS baseline {baseline / MiB:.1f},"
         f" peak {hot_rss.peak / MiB:.1f}, delta {out['rss_delta_mib']:.1f} MiB",
         flush=True,
@@ -661,6 +702,8 @@ def jsonable(obj: Any) -> Any:
             "bytes_per_s": obj.bytes_per_s,
             **obj.result,
         }
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return jsonable({f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)})
     if isinstance(obj, dict):
         return {k: jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):

@@ -47,11 +47,11 @@ HIT_TARGET_RPS = 15_000
 COLD_TARGET_RATIO = 1.10
 
 
-def write_graph(root: Path, n: int) -> list[tuple[str, str]]:
-    """n small modules; the application requires them all."""
+def write_graph(root: Path, n: int, prefix: str = "example.com/graph") -> list[tuple[str, str]]:
+    """n small modules (``<prefix>/m000`` …); the application requires them all."""
     mods = []
     for i in range(n):
-        m = simple(f"example.com/graph/m{i:03d}", "v1.0.0")
+        m = simple(f"{prefix}/m{i:03d}", "v1.0.0")
         write_module(root, m)
         mods.append((m.path, m.version))
     return mods

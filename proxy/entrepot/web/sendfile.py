@@ -15,6 +15,7 @@ the start of the body.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 from typing import Any
@@ -24,13 +25,20 @@ from typing import Any
 # c=64 and a 5.4 MB zip, 1 MiB gave about the throughput of 4 MiB or better and a lower p99
 # (docs/benchmarks.md).
 MAX_CALL_BYTES = 1 << 20
+# The send buffer of a connection that sends files (the kernel doubles it, and caps it at
+# net.core.wmem_max): more bytes queued per wake-up. Measured with wrk -t2 on a 5.4 MB zip:
+# a fifth less server CPU per zip than the kernel's autotuned size, the same throughput.
+SEND_BUFFER = 4 << 20
 
 
 def duplicate(transport: Any) -> socket.socket:
     """A socket object over a duplicate of the connection's descriptor, for :func:`send`
-    (non-blocking, like the original; the caller closes it; one per connection is enough)."""
+    (non-blocking, like the original; the caller closes it; one per connection is enough).
+    The connection's send buffer is raised to SEND_BUFFER."""
     sock = socket.socket(fileno=os.dup(transport.get_extra_info("socket").fileno()))
     sock.setblocking(False)
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
     return sock
 
 
