@@ -12,7 +12,9 @@ from entrepot.storage.base import BlobInfo
 
 
 class MemoryCache:
-    """A byte-bounded LRU of small immutable answers (.info, .mod): no disk read on a hit.
+    """A byte-bounded LRU of small answers: no disk read on a hit. Immutable ones (.info,
+    .mod) are served from it without a stat; mutable ones (lists, @latest, queries) are
+    stat-ed for freshness anyway and used only while the file is the same one.
 
     Each item is charged its key and body plus :data:`ITEM_OVERHEAD`, the Python objects that
     hold it: counting bodies alone let 64 MiB of tiny ``.info`` answers become 1.25 million
@@ -58,6 +60,12 @@ class MemoryCache:
         while self.used > self.max_bytes:
             old_key, (_, old, _) = self._items.popitem(last=False)
             self.used -= self._cost(old_key, old)
+
+    def replace(self, key: str, blob: BlobInfo, body: bytes) -> None:
+        """Put, dropping what the key held (a mutable answer that was refreshed)."""
+        if key in self._items:
+            self._drop(key)
+        self.put(key, blob, body)
 
     def drop_prefix(self, prefix: str) -> None:
         """Forget every item whose key starts with ``prefix`` (rare: a linear walk)."""

@@ -580,9 +580,13 @@ class GoService:
         self, kind: Kind, blob: BlobInfo, result: CacheResult, *, stale_reason: str | None = None
     ) -> Answer:
         self.metrics.record_cache(_ENDPOINT[kind], result)
+        item = self.memory.get(blob.key)
+        if item is not None and item[0] == blob:  # the same file: its bytes are in memory
+            return Answer(kind, blob, item[1], result, stale_reason)
         body = await self.storage.get(blob.key)
         if body is None:
             raise UpstreamError(f"{blob.key}: cache entry vanished while serving; retry")
+        self.memory.replace(blob.key, blob, body)
         return Answer(kind, blob, body, result, stale_reason)
 
     async def _refresh(

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import functools
 import hashlib
 import os
 import shutil
@@ -27,10 +28,14 @@ import socket
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 from entrepot.storage.base import BlobInfo, check_key, os_errors
+
+T = TypeVar("T")
 
 STAGING = ".staging"
 LOCKS = ".locks"
@@ -89,6 +94,12 @@ def remove_stale_staging(root: Path, *, older_than: float = STALE_STAGING_SECOND
     return removed
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _key_path(root: Path, key: str) -> Path:
+    check_key(key)
+    return root / key
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -105,6 +116,7 @@ class FilesystemStorage:
         self.fsync = fsync
         self.locks_dir.mkdir(parents=True, exist_ok=True)
         self._owner_fd: int | None = None
+        self._pool: ThreadPoolExecutor | None = None
         self._claim_staging()
 
     def _claim_staging(self) -> None:
@@ -122,6 +134,9 @@ class FilesystemStorage:
 
     def close(self) -> None:
         """Remove this process's staging folder (at shutdown)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         shutil.rmtree(self.staging_dir, ignore_errors=True)
         if self._owner_fd is not None:
             os.close(self._owner_fd)
@@ -133,8 +148,9 @@ class FilesystemStorage:
         return st.f_bavail * st.f_frsize
 
     def _path(self, key: str) -> Path:
-        check_key(key)
-        return self.root / key
+        """The file of a key (checked, then memoized: pathlib joins cost more than the
+        stat they are for)."""
+        return _key_path(self.root, key)
 
     async def stat(self, key: str) -> BlobInfo | None:
         path = self._path(key)
@@ -170,28 +186,39 @@ class FilesystemStorage:
     async def put(self, key: str, staged: Path) -> BlobInfo:
         path = self._path(key)
         with os_errors(key):
-            if self.fsync:
-                await asyncio.to_thread(self._sync_file, staged)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staged, path)
-            if self.fsync:
-                await asyncio.to_thread(_fsync_dir, path.parent)
-            st = os.stat(path)
+            st = await self._io(self._publish, staged, path, None)
         return BlobInfo(key=key, size=st.st_size, mtime_ns=st.st_mtime_ns, path=path)
 
-    @staticmethod
-    def _sync_file(path: Path) -> None:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
     async def put_bytes(self, key: str, data: bytes) -> BlobInfo:
-        with self.stage() as staged:
-            with os_errors(key):
-                staged.write_bytes(data)
-            return await self.put(key, staged)
+        path = self._path(key)
+        with self.stage() as staged, os_errors(key):
+            st = await self._io(self._publish, staged, path, data)
+        return BlobInfo(key=key, size=st.st_size, mtime_ns=st.st_mtime_ns, path=path)
+
+    def _publish(self, staged: Path, path: Path, data: bytes | None) -> os.stat_result:
+        """(Write,) fsync, rename into place, fsync the folder: one trip to a thread, not
+        one per step (a cold module is four publishes; each hop hands the GIL over twice)."""
+        if data is not None:
+            staged.write_bytes(data)
+        if self.fsync:
+            fd = os.open(staged, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged, path)
+        if self.fsync:
+            _fsync_dir(path.parent)
+        return os.stat(path)
+
+    async def _io(self, fn: Callable[..., T], *args: object) -> T:
+        """Run blocking file work (fsync mostly: waiting, not computing) on this store's own
+        threads, so a burst of publishes neither queues behind CPU work (zip checks) in the
+        loop's default pool nor starves it."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="entrepot-io")
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     async def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
