@@ -1099,3 +1099,221 @@ async def test_shutdown_aborts_what_outlives_the_grace() -> None:
         finished = await app.wait_finished(1)
     assert 0.25 <= elapsed <= 1.3
     assert [(f.path, f.status, f.sent) for f in finished] == [("/stuck", 499, 0)]
+
+
+# -- hostile clients (tests/integration/test_http_hostile.py has the same through the mirror) ---
+
+TCP_ESTABLISHED = 1
+
+
+def tcp_state(sock: socket.socket) -> int:
+    """The kernel's state of a TCP socket (the first byte of TCP_INFO)."""
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
+
+
+def test_ten_thousand_pipelined_requests_in_one_write_are_all_answered(
+    run: Callable[..., object],
+) -> None:
+    """10,000 requests of 18 bytes in one write: 10,000 answers, in order.
+
+    Finding: the guard against a header field that never ends counted every byte of a read
+    that began inside a request head, so a read holding the end of one head and thousands
+    of whole requests after it was taken for one oversized field: answer 7,110 was a 431
+    and the connection was closed. Fixed in _Connection._feed: the guard counts the bytes
+    after the read's last line feed (the line the read ends in), and whole reads only while
+    no line ends."""
+    count = 10_000
+
+    async def main() -> list[bytes]:
+        async with serving(RecordingApp()) as site:
+            client = await site.connect()
+            client.send(b"".join(b"GET /%d HTTP/1.1\r\n\r\n" % i for i in range(count)))
+            return [(await client.reply()).body for _ in range(count)]
+
+    assert run(main()) == [b"GET /%d\n" % i for i in range(count)]
+
+
+def test_a_long_pipeline_in_one_read_is_not_all_queued(run: Callable[..., object]) -> None:
+    """5,000 requests in one write to a client that reads nothing: the core reads ahead about
+    MAX_QUEUED requests, not all that one read of the socket holds.
+
+    Finding: pause_reading() stops the reads that follow, not the parsing of the read in
+    hand, so all the requests of a read (up to 256 KiB: 14,000 of 18 bytes) were parsed
+    and queued; a client pipelining on many connections made the worker hold hundreds of
+    thousands of requests. Fixed in _Connection.data_received: a read is parsed in slices
+    of FEED_BYTES (2 KiB), and what follows once MAX_QUEUED requests are queued is kept
+    unparsed until the queue drains. The queue may pass MAX_QUEUED by what one slice holds
+    (113 requests of 18 bytes), so the bound checked is 16 + 113."""
+    depths: list[int] = []
+    site_of: list[Site] = []
+
+    async def handler(request: Request) -> Response:
+        depths.append(max(len(c._queue) for c in site_of[0].server.connections))
+        return Response(200, body=b"x" * (64 << 10))  # the client reads none: writes stall
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        app = RecordingApp(handler)
+        async with serving(app) as site:
+            site_of.append(site)
+            sock = await site.raw_socket(rcvbuf=4096)
+            try:
+                await loop.sock_sendall(sock, b"GET / HTTP/1.1\r\n\r\n" * 5000)
+                await asyncio.sleep(0.5)
+            finally:
+                sock.close()
+        return max(depths)
+
+    assert run(main()) <= 16 + 113
+
+
+@pytest.mark.parametrize("kind", ["HEAD", "304"])
+def test_answers_without_a_body_to_a_client_that_never_reads_stay_bounded(
+    run: Callable[..., object], tmp_path: Path, kind: str
+) -> None:
+    """A client sends HEAD (or If-None-Match) requests for a file without pause and reads
+    nothing: once the write buffer is over its high-water mark the core must stop reading,
+    not buffer the heads without end.
+
+    Finding: answers of a FileResponse without a body (HEAD, 304, 412, 416, the 503 of a
+    file gone) were written without waiting for the drain; the queue never filled, so
+    reading never paused: megabytes buffered a second. Fixed in _Connection._serve: every answer
+    waits for the drain, not only those with an in-memory body."""
+    path = tmp_path / "f"
+    path.write_bytes(FILE)
+
+    async def handler(request: Request) -> FileResponse:
+        headers = {"ETag": ETAG, "X-Pad": "p" * 1000}  # the kernel's buffers fill sooner
+        return FileResponse(path, size=len(FILE), etag=ETAG, mtime=MTIME, headers=headers)
+
+    app = RecordingApp(handler)
+    one = get("/f", method="HEAD") if kind == "HEAD" else get("/f", f"If-None-Match: {ETAG}")
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        async with serving(app) as site:
+            sock = await site.raw_socket(rcvbuf=4096)
+            peak = 0
+            try:
+                start = loop.time()
+                while loop.time() - start < 1.5:
+                    with contextlib.suppress(BlockingIOError):
+                        sock.send(one * 100)  # whole requests: reads end between two
+                    await asyncio.sleep(0.002)
+                    for conn in site.server.connections:
+                        peak = max(peak, conn.transport.get_write_buffer_size())
+            finally:
+                sock.close()
+            return peak
+
+    assert run(main()) < 256 << 10  # the high-water mark (64 KiB) and an answer, at most
+
+
+def test_a_client_that_never_reads_an_in_memory_answer_is_dropped(
+    run: Callable[..., object],
+) -> None:
+    """min_send_rate applies to answers from memory too: a client that pipelines requests
+    for 1 MiB answers and reads none is dropped within send_grace + what is buffered at the
+    rate (done() sees 499), and with a reset, not a close its kernel would still deliver.
+
+    Finding: only sendfile had a deadline; an in-memory answer waited for the drain without
+    one, so a client that stopped reading held its connection, its answer and its task
+    forever (the keep-alive timer does not apply while answering). Fixed in
+    _Connection._drained: the wait has the deadline of a file answer, and the client is
+    dropped with a reset (_Connection._drop)."""
+    rate, grace = 10_000_000, 0.3
+
+    async def handler(request: Request) -> Response:
+        return Response(200, body=b"x" * (1 << 20))
+
+    async def main() -> tuple[list[Finished], int, int]:
+        loop = asyncio.get_running_loop()
+        app = RecordingApp(handler)
+        async with serving(app, min_send_rate=rate, send_grace=grace) as site:
+            sock = await site.raw_socket(rcvbuf=4096)
+            try:
+                await loop.sock_sendall(sock, get("/big") * 12)
+                for _ in range(300):
+                    if any(f.status == 499 for f in app.finished):
+                        break
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(0.2)
+                return app.finished, len(site.server.connections), tcp_state(sock)
+            finally:
+                sock.close()
+
+    finished, connections, state = run(main())
+    assert finished[-1].status == 499
+    assert connections == 0
+    assert state != TCP_ESTABLISHED
+
+
+def test_a_reader_dropped_at_the_minimum_rate_is_reset(
+    run: Callable[..., object], big_file: tuple[Path, bytes]
+) -> None:
+    """A file answer to a client that reads nothing: at the deadline the client's connection
+    is reset, so the kernel drops what it holds for it.
+
+    Finding: abort() closes the socket like close() does: the kernel went on delivering the
+    megabytes already in the socket's send buffer at the client's pace (an orphan in
+    FIN-WAIT-1, 5.9 MB for a client reading a zip at 1 byte/s), and the client stayed
+    connected. Fixed in _Connection._drop: SO_LINGER 0 before closing, so the close is a
+    reset (nginx's reset_timedout_connection)."""
+    path, _ = big_file
+    app = big_app(path)
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        async with serving(app, min_send_rate=10_000_000, send_grace=0.2) as site:
+            sock = await site.raw_socket(rcvbuf=4096)
+            try:
+                await loop.sock_sendall(sock, get("/blob"))
+                await app.wait_finished(1, within=TIMEOUT)
+                await asyncio.sleep(0.2)
+                return tcp_state(sock)
+            finally:
+                sock.close()
+
+    assert run(main()) != TCP_ESTABLISHED
+    assert [(f.status, f.sent) for f in app.finished] == [(499, 0)]
+
+
+async def test_expect_100_continue_gets_continue_before_the_body() -> None:
+    """A request announcing a body with Expect: 100-continue gets "100 Continue" at once,
+    then its answer once the body is in.
+
+    Finding: the core never sent 100 (Continue): a client waiting for it before sending its
+    body waited its own timeout (curl: 1 s), or the header timeout and the close (RFC 9110
+    10.1.1: the server sends 100 or a final status at once). Fixed in
+    _Connection.on_headers_complete."""
+    app = RecordingApp()
+    async with serving(app) as site:
+        client = await site.connect()
+        client.send(get("/x", "Expect: 100-continue", "Content-Length: 5"))
+        interim = await asyncio.wait_for(client.reader.readuntil(b"\r\n\r\n"), 1.0)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        client.send(b"hello")
+        reply = await client.reply()
+        assert (reply.status, reply.body) == (200, b"GET /x\n")
+        # HTTP/1.0 ignores the expectation; a request without a body needs no 100.
+        client.send(
+            b"GET /y HTTP/1.0\r\nConnection: keep-alive\r\nExpect: 100-continue\r\n"
+            b"Content-Length: 2\r\n\r\nhi" + get("/z", "Expect: 100-continue")
+        )
+        assert (await client.reply()).body == b"GET /y\n"
+        assert (await client.reply()).body == b"GET /z\n"
+    assert app.paths == ["/x", "/y", "/z"]
+
+
+async def test_expect_100_continue_is_not_sent_into_an_answer_in_progress() -> None:
+    """Pipelined behind a request being answered, an Expect: 100-continue gets no 100 (it
+    would land before or inside that answer); its answer comes once its body is in."""
+    app = RecordingApp(slept(0.3))
+    async with serving(app) as site:
+        client = await site.connect()
+        client.send(get("/slow") + get("/x", "Expect: 100-continue", "Content-Length: 2"))
+        first = await client.reply()
+        assert first.body == b"GET /slow\n"
+        client.send(b"hi")
+        second = await client.reply()
+        assert (second.status, second.body) == (200, b"GET /x\n")

@@ -5,7 +5,8 @@ through aiohttp and 29 µs through a bare protocol like this one, while goproxy 
 whole ``.info`` hit (docs/architecture.md). The core does only what a mirror's GET/HEAD
 traffic needs, and handlers never see it (entrepot.web.http is their whole interface):
 
-* keep-alive and pipelining, answered in order, at most ``MAX_QUEUED`` requests read ahead;
+* keep-alive and pipelining, answered in order, about ``MAX_QUEUED`` requests read ahead
+  (a read is parsed in slices of ``FEED_BYTES``, the rest held until the queue drains);
 * a request must be complete ``header_timeout`` after its first byte (and the first one
   after the connection opens); an idle connection is closed after ``keepalive_timeout``;
 * past ``max_connections`` a new connection is answered 503 at once and closed (``_Refuse``),
@@ -16,7 +17,8 @@ traffic needs, and handlers never see it (entrepot.web.http is their whole inter
   the log);
 * files go out with the kernel's sendfile (entrepot.web.sendfile), with HEAD, Range and
   conditional requests planned by entrepot.web.files, within ``send_grace`` plus the size
-  at ``min_send_rate``;
+  at ``min_send_rate``; answers from memory drain within ``send_grace`` plus what is
+  buffered at that rate; a client too slow for either is dropped with a reset;
 * graceful shutdown: stop listening, close idle connections, let requests in flight finish
   (their answers say ``Connection: close``), abort what is left after the timeout.
 """
@@ -30,6 +32,7 @@ import logging
 import os
 import resource
 import socket
+import struct
 import time
 from collections.abc import Callable
 from typing import Any, Protocol, cast
@@ -55,6 +58,7 @@ MAX_URL = 8190  # bytes of request target, as aiohttp and most servers allow
 MAX_HEADER_BYTES = 32 << 10
 MAX_HEADERS = 100
 MAX_QUEUED = 16  # pipelined requests read ahead of the one being answered
+FEED_BYTES = 2048  # a read is parsed in slices of this size (see data_received)
 SMALL_FILE = 64 << 10  # files up to this size are read and sent with their head in one write
 
 
@@ -142,6 +146,7 @@ class _Clock:
 
 
 _STATUS_LINES = {code: f"HTTP/1.1 {code} {reason}\r\n".encode() for code, reason in REASONS.items()}
+_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
 _CONNECTION = {
     (True, False): b"",
     (True, True): b"Connection: keep-alive\r\n",
@@ -311,6 +316,7 @@ class _Connection(asyncio.Protocol):
         self._write_waiter: asyncio.Future[None] | None = None
         self._write_paused = False
         self._send_sock: socket.socket | None = None  # for sendfile, made on first use
+        self._held = b""  # the rest of a read, parsed once the queue drains (data_received)
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -337,13 +343,28 @@ class _Connection(asyncio.Protocol):
         self.server._forget(self)
 
     def data_received(self, data: bytes) -> None:
+        # pause_reading() stops the reads that follow, not the parsing of the read in hand,
+        # which may hold thousands of pipelined requests (256 KiB of 18-byte ones): a long
+        # read is parsed in slices, and once MAX_QUEUED requests are queued the rest is held
+        # unparsed (reading is paused then) until the queue drains (_run). The read-ahead
+        # stays within MAX_QUEUED and what one slice holds.
+        if self._held:  # reading is paused, so not expected: keep the bytes in order
+            self._held += data
+            return
+        if len(data) <= FEED_BYTES:
+            self._feed(data)
+            return
+        for start in range(0, len(data), FEED_BYTES):
+            if self._stopped:
+                return
+            if len(self._queue) >= MAX_QUEUED:
+                self._held = data[start:]
+                return
+            self._feed(data[start : start + FEED_BYTES])
+
+    def _feed(self, data: bytes) -> None:
         if self._stopped:
             return
-        if self._in_head:
-            self._head_bytes += len(data)
-            if self._head_bytes > MAX_URL + MAX_HEADER_BYTES:
-                self._stop(431)
-                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -354,6 +375,16 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as e:
             cause = e.__context__
             self._stop(cause.status if isinstance(cause, _Reject) else 400)
+        if self._in_head and not self._stopped:
+            # A head is incomplete: bound the line it ends in, which the parser keeps whole
+            # (a field that never ends). Its bytes are those after this read's last line
+            # feed, or all of them while no line ends (not the whole read: it may hold
+            # thousands of complete requests before the head it ends in).
+            end = data.rfind(b"\n")
+            self._head_bytes = self._head_bytes + len(data) if end < 0 else len(data) - end - 1
+            if self._head_bytes > MAX_URL + MAX_HEADER_BYTES:
+                self._stop(431)
+                return
         if self._receiving and self._timer_at > self._deadline:
             self._arm(self._deadline)  # a request came in part: its deadline is nearer
 
@@ -403,6 +434,23 @@ class _Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._head_bytes = 0
+        if "expect" in self._headers:
+            self._continue()
+
+    def _continue(self) -> None:
+        """Expect: 100-continue on an HTTP/1.1 request with a body: the client waits for
+        "100 Continue" before sending it (RFC 9110 10.1.1). Said only when nothing is being
+        answered on the connection: in a pipeline it would land before an earlier request's
+        answer (and a client that pipelines does not wait for it)."""
+        headers = self._headers
+        if (
+            headers["expect"].strip().lower() == "100-continue"
+            and (headers.get("content-length", "0") != "0" or "transfer-encoding" in headers)
+            and self.parser.get_http_version() == "1.1"
+            and not self._busy
+            and not self._queue
+        ):
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_message_complete(self) -> None:
         self._receiving = False
@@ -468,8 +516,12 @@ class _Connection(asyncio.Protocol):
                     continue
                 item = queue.popleft()
                 if self._paused_reading and len(queue) < MAX_QUEUED // 2:
-                    self._paused_reading = False
-                    self.transport.resume_reading()
+                    held, self._held = self._held, b""
+                    if held:  # what was read but not parsed (data_received)
+                        self.data_received(held)
+                    if not self._held:
+                        self._paused_reading = False
+                        self.transport.resume_reading()
                 if isinstance(item, int):
                     log.debug("rejected a request with %d", item)
                     self.transport.write(with_date(REJECTIONS[item]))
@@ -506,10 +558,12 @@ class _Connection(asyncio.Protocol):
             keep_alive = keep_alive and not self.server.closing
             if isinstance(response, Response):
                 status, sent = self._send_bytes(request, response, keep_alive, http10)
-                if self._write_paused:
-                    await self._drained()
             else:
                 status, sent = await self._send_file(request, response, keep_alive, http10)
+            # Every answer waits for the drain, those without a body (HEAD, 304) too: else a
+            # client pipelining them and reading nothing is buffered for without end.
+            if self._write_paused:
+                await self._drained()
         except ConnectionError:
             status, sent, keep_alive = 499, 0, False
         except Exception:  # a response the core cannot send (a header with a line break)
@@ -595,21 +649,39 @@ class _Connection(asyncio.Protocol):
                         count=todo.length,
                     )
             except TimeoutError:
-                self.transport.abort()  # the client reads too slowly: drop it
+                self._drop()  # the client reads too slowly
                 return 499, 0
             return todo.status, todo.length
         finally:
             os.close(fd)
 
     async def _drained(self) -> None:
-        """Wait until the transport's buffer is below its low-water mark."""
+        """Wait until the transport's buffer is below its low-water mark, within the deadline
+        of a file answer: send_grace plus what it holds at min_send_rate. A client that
+        stops reading is dropped, not waited for with its answer forever."""
         if not self._write_paused:
             return
+        limit = self.server.min_send_rate
+        held = self.transport.get_write_buffer_size()
         self._write_waiter = self.loop.create_future()
         try:
-            await self._write_waiter
+            async with asyncio.timeout(self.server.send_grace + held / limit if limit else None):
+                await self._write_waiter
+        except TimeoutError:
+            self._drop()
+            raise ConnectionResetError("the client reads too slowly") from None
         finally:
             self._write_waiter = None
+
+    def _drop(self) -> None:
+        """Close with a reset (SO_LINGER 0), so the kernel discards what it still holds for
+        the client: a plain close (abort() is one) leaves an orphan in FIN-WAIT-1 that goes
+        on sending the socket's buffer, megabytes, at the pace of the slow client."""
+        sock = self._send_sock or self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+        self.transport.abort()
 
     async def _drained_fully(self) -> None:
         """Wait until the transport has written everything it holds (before sendfile writes
