@@ -23,7 +23,7 @@ import pytest
 
 from support.gocmd import GoClient
 from support.modules import FixtureModule, simple, write_module
-from support.servers import Server, metrics_eventually, running_server, server_env
+from support.servers import Server, log_eventually, metrics_eventually, running_server, server_env
 from support.sumdb import SumDB, generate_key, running_sumdb
 
 pytestmark = pytest.mark.integration
@@ -122,9 +122,10 @@ def test_go_verifies_through_the_mirror_with_no_other_route(world: World) -> Non
         assert "example.com/hello v1.1.0 h1:" in (go.home / "work" / "go.sum").read_text()
         # The go command asked the mirror for lookups and tiles, and the mirror asked the
         # database once per lookup.
-        log = mirror.log()
-        assert f"/sumdb/{DB}/lookup/example.com/hello@v1.1.0" in log
-        assert f"/sumdb/{DB}/tile/8/0/" in log
+        lookup, tile = f"/sumdb/{DB}/lookup/example.com/hello@v1.1.0", f"/sumdb/{DB}/tile/8/0/"
+        log = log_eventually(mirror, lookup, tile)
+        assert lookup in log
+        assert tile in log
         lookups = [p for p in world.sumdb.requests() if p.startswith("/lookup/")]
         assert len(lookups) == len(set(lookups)) == 3
 
@@ -140,7 +141,8 @@ def test_go_verifies_through_the_mirror_with_no_other_route(world: World) -> Non
         other = world.client(mirror, "user2")
         other.run("install", "example.com/tool/cmd/hi@v1.0.0", cwd=other.home)
         assert (other.home / "gopath" / "bin" / "hi").exists()
-        assert "/sumdb/sum.test.example/lookup/example.com/tool@v1.0.0" in mirror.log()
+        lookup = "/sumdb/sum.test.example/lookup/example.com/tool@v1.0.0"
+        assert lookup in log_eventually(mirror, lookup)
 
 
 def test_tiles_and_lookups_served_byte_for_byte_and_with_the_database_stopped(
@@ -425,7 +427,8 @@ def test_a_database_name_with_a_path(
         go = GoClient(tmp_path / "user", mirror.url, extra_env={"GOSUMDB": vkey})
         go.new_module()
         go.run("get", "example.com/hello@v1.1.0")
-        assert f"/sumdb/{name}/lookup/example.com/hello@v1.1.0" in mirror.log()
+        lookup = f"/sumdb/{name}/lookup/example.com/hello@v1.1.0"
+        assert lookup in log_eventually(mirror, lookup)
         assert (mirror.data_dir / "sumdb" / "sum.test.example" / "tenant" / "head").exists()
 
 

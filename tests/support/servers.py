@@ -106,6 +106,17 @@ def running_server(
         stop_process(proc)
 
 
+def log_eventually(server: Server, *texts: str, timeout: float = 5) -> str:
+    """The server's log once it holds every text: the access log is written in batches, at
+    least once a second."""
+    deadline = time.monotonic() + timeout
+    while True:
+        log = server.log()
+        if all(text in log for text in texts) or time.monotonic() > deadline:
+            return log
+        time.sleep(0.1)
+
+
 def metrics_eventually(server: Server, *lines: str, timeout: float = 5) -> str:
     """The /metrics text once it holds every line: workers publish their counts every second."""
     deadline = time.monotonic() + timeout
