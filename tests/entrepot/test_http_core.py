@@ -1317,3 +1317,91 @@ async def test_expect_100_continue_is_not_sent_into_an_answer_in_progress() -> N
         client.send(b"hi")
         second = await client.reply()
         assert (second.status, second.body) == (200, b"GET /x\n")
+
+
+# -- answers begun in the read callback (_answer_now) --------------------------------------------
+
+
+def test_a_handler_that_waits_runs_as_the_connections_task(run: Callable[..., object]) -> None:
+    """A request on an idle connection is begun in the read callback; a handler that then
+    waits carries on in the connection's task: it is the current task from its first line,
+    asyncio.timeout works in it, and requests sent meanwhile are answered after it, in order."""
+    seen: list[bool] = []
+
+    async def handler(request: Request) -> Response:
+        task = asyncio.current_task()
+        seen.append(task is not None)
+        if request.path == "/wait":
+            async with asyncio.timeout(5):
+                await asyncio.sleep(0.1)
+            assert asyncio.current_task() is task
+        return await echo(request)
+
+    async def main() -> list[Reply]:
+        async with serving(RecordingApp(handler)) as site:
+            client = await site.connect()
+            client.send(get("/first"))
+            first = await client.reply()
+            client.send(get("/wait"))
+            await asyncio.sleep(0.02)  # /wait is waiting in its sleep now
+            client.send(get("/after"))
+            return [first, await client.reply(), await client.reply()]
+
+    replies = run(main())
+    assert [r.body for r in replies] == [b"GET /first\n", b"GET /wait\n", b"GET /after\n"]
+    assert seen == [True, True, True]
+
+
+def test_a_timeout_in_a_handler_begun_at_once_cancels_only_the_handler(
+    run: Callable[..., object],
+) -> None:
+    """asyncio.timeout entered in the first step of a handler begun in the read callback
+    cancels that handler when it expires, and the connection goes on answering."""
+
+    async def handler(request: Request) -> Response:
+        if request.path == "/slow":
+            try:
+                async with asyncio.timeout(0.05):
+                    await asyncio.sleep(5)
+            except TimeoutError:
+                return Response(504, text="timed out\n")
+        return await echo(request)
+
+    async def main() -> list[Reply]:
+        async with serving(RecordingApp(handler)) as site:
+            client = await site.connect()
+            client.send(get("/slow"))
+            slow = await client.reply()
+            client.send(get("/next"))
+            return [slow, await client.reply()]
+
+    slow, following = run(main())
+    assert (slow.status, slow.body) == (504, b"timed out\n")
+    assert following.body == b"GET /next\n"
+
+
+def test_a_client_gone_while_its_handler_waits_is_logged_as_499(
+    run: Callable[..., object],
+) -> None:
+    """The connection is reset while a handler begun in the read callback waits: the
+    handler still runs to its end, and done() reports 499 with nothing sent."""
+    ended: list[str] = []
+
+    async def handler(request: Request) -> Response:
+        await asyncio.sleep(0.2)
+        ended.append(request.path)
+        return await echo(request)
+
+    async def main() -> list[Finished]:
+        app = RecordingApp(handler)
+        async with serving(app) as site:
+            sock = await site.raw_socket()
+            sock.sendall(get("/gone"))
+            await asyncio.sleep(0.05)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()  # a reset
+            return await app.wait_finished(1)
+
+    finished = run(main())
+    assert ended == ["/gone"]
+    assert [(f.path, f.status, f.sent) for f in finished] == [("/gone", 499, 0)]

@@ -3,6 +3,8 @@ request ended goes to the metrics and the access log.
 
 The core (entrepot.web.server) calls :meth:`Observed.done` after the whole body was sent, so
 the duration and byte count cover sendfile too, and a client that went away is logged as 499.
+That is also where a zip download is counted for the stats API: only then is it known to
+have been sent.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from entrepot.web.responses import error_response
 
 log = logging.getLogger("entrepot.web")
 Handler = Callable[[Request], Awaitable[AnyResponse]]
+Downloads = Callable[[Request, int, float], None]
+"""Told of every zip answered (request, status, seconds): decides whether it was a download
+and counts it (entrepot.stats.recorder.GoDownloads). Must be cheap and never raise."""
 
 
 class Observed:
@@ -31,11 +36,13 @@ class Observed:
         metrics: Metrics,
         accesslog: AccessLog,
         classify: Callable[[str], Endpoint],
+        downloads: Downloads | None = None,
     ) -> None:
         self.handler = handler
         self.metrics = metrics
         self.accesslog = accesslog
         self.classify = classify
+        self.downloads = downloads
 
     async def handle(self, request: Request) -> AnyResponse:
         try:
@@ -49,6 +56,8 @@ class Observed:
     def done(self, request: Request, status: int, sent: int, seconds: float) -> None:
         endpoint = cast(Endpoint, request.endpoint) or self.classify(request.path)
         self.metrics.record_request(endpoint, status, seconds, sent)
+        if endpoint == "zip" and self.downloads is not None:  # only now is the zip sent
+            self.downloads(request, status, seconds)
         self.accesslog.write(
             method=request.method,
             path=request.path,

@@ -34,8 +34,10 @@ import resource
 import socket
 import struct
 import time
-from collections.abc import Callable
-from typing import Any, Protocol, cast
+import types
+from asyncio.tasks import _enter_task, _leave_task
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from typing import Any, Protocol, TypeVar, cast
 from urllib.parse import unquote
 
 import httptools
@@ -53,6 +55,7 @@ from entrepot.web.http import (
 )
 
 log = logging.getLogger("entrepot.web")
+T = TypeVar("T")
 
 MAX_URL = 8190  # bytes of request target, as aiohttp and most servers allow
 MAX_HEADER_BYTES = 32 << 10
@@ -204,6 +207,29 @@ _NAMES |= {name.lower(): value for name, value in _NAMES.items()}
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS")}
 
 
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, T], waiting: Any) -> Generator[Any, Any, T]:
+    """Go on with a coroutine that already yielded ``waiting`` (what it awaits) to the task
+    now awaiting this: the task gets it as if the coroutine had yielded it to the task."""
+    while True:
+        try:
+            sent = yield waiting
+        except BaseException as error:  # thrown in by the task: cancellation
+            try:
+                waiting = coro.throw(error)
+            except StopIteration as done:
+                return cast(T, done.value)
+        else:
+            try:
+                waiting = coro.send(sent)
+            except StopIteration as done:
+                return cast(T, done.value)
+
+
+async def _ready(response: AnyResponse) -> AnyResponse:
+    return response
+
+
 class _Reject(Exception):
     """Raised from a parser callback to stop parsing with this status."""
 
@@ -316,6 +342,9 @@ class _Connection(asyncio.Protocol):
         self._write_waiter: asyncio.Future[None] | None = None
         self._write_paused = False
         self._send_sock: socket.socket | None = None  # for sendfile, made on first use
+        # A request _answer_now began and the task finishes (request, keep-alive, HTTP/1.0,
+        # start time, the rest of its handler).
+        self._handoff: tuple[Request, bool, bool, float, Awaitable[AnyResponse]] | None = None
         self._held = b""  # the rest of a read, parsed once the queue drains (data_received)
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
@@ -471,6 +500,16 @@ class _Connection(asyncio.Protocol):
             remote=self.remote,
         )
         http10 = parser.get_http_version() == "1.0"
+        wake = self._wake
+        if (
+            wake is not None
+            and not wake.done()
+            and not self._queue
+            and not self._busy
+            and not self._write_paused
+        ):
+            self._answer_now(request, parser.should_keep_alive(), http10)
+            return
         self._queue.append((request, parser.should_keep_alive(), http10))
         self._kick()
         if len(self._queue) >= MAX_QUEUED and not self._paused_reading:
@@ -478,6 +517,54 @@ class _Connection(asyncio.Protocol):
             self._paused_reading = True
 
     # -- answering ----------------------------------------------------------------------------
+
+    def _answer_now(self, request: Request, keep_alive: bool, http10: bool) -> None:
+        """Answer in this callback, the connection's task being idle: most answers (cached
+        ones) need no waiting, and waking the task for them cost a tenth of their CPU.
+
+        The handler runs as the connection's task (entered for the step, so
+        ``asyncio.current_task()`` and ``asyncio.timeout`` work as they would there). If it
+        must wait, the task carries on with the same coroutine (``_resume``); an answer from
+        a file is handed to the task too."""
+        task = self._task
+        assert task is not None
+        loop = self.loop
+        app = self.server.app
+        start = time.perf_counter()
+        coro = app.handle(request)
+        _enter_task(loop, task)
+        try:
+            waiting = coro.send(None)
+        except StopIteration as done:
+            response = done.value
+        except Exception:
+            log.exception("unexpected error serving %s", request.path)
+            response = Response(500, text="internal error in the mirror; see its log\n")
+        else:
+            self._handoff = (request, keep_alive, http10, start, _resume(coro, waiting))
+            self._busy = True
+            self._kick()
+            return
+        finally:
+            _leave_task(loop, task)
+        if not isinstance(response, Response):
+            self._handoff = (request, keep_alive, http10, start, _ready(response))
+            self._busy = True
+            self._kick()
+            return
+        keep_alive = keep_alive and not self.server.closing
+        try:
+            status, sent = self._send_bytes(request, response, keep_alive, http10)
+        except Exception:  # a response the core cannot send (a header with a line break)
+            log.exception("could not send the answer to %s", request.path)
+            status, sent, keep_alive = 500, 0, False
+            self.transport.abort()
+        app.done(request, status, sent, time.perf_counter() - start)
+        if not keep_alive:
+            self._stopped = True
+            self._kick()  # the task closes the connection
+        elif not self._receiving:
+            self._deadline = loop.time() + self.server.keepalive_timeout
 
     def _stop(self, status: int | None) -> None:
         """Read no more requests; answer those queued, then ``status`` (if any), then close."""
@@ -513,6 +600,9 @@ class _Connection(asyncio.Protocol):
                         await self._wake
                     finally:
                         self._wake = None
+                    if self._handoff is not None and not await self._finish_handoff():
+                        self.transport.close()
+                        return
                     continue
                 item = queue.popleft()
                 if self._paused_reading and len(queue) < MAX_QUEUED // 2:
@@ -537,19 +627,40 @@ class _Connection(asyncio.Protocol):
                 finally:
                     self._busy = False
         finally:
+            if self._handoff is not None:  # lost before the task woke: let the handler end
+                await self._finish_handoff()
             self._task = None
             if self._lost and self._send_sock is not None:
                 self._send_sock.close()
                 self._send_sock = None
 
-    async def _serve(self, request: Request, keep_alive: bool, http10: bool) -> bool:
-        """Answer one request; False when the connection must close after it."""
+    async def _finish_handoff(self) -> bool:
+        """Finish the request _answer_now began (``_busy`` is already set)."""
+        handoff, self._handoff = self._handoff, None
+        assert handoff is not None
+        request, keep_alive, http10, start, rest = handoff
+        try:
+            return await self._serve(request, keep_alive, http10, start=start, answer=rest)
+        finally:
+            self._busy = False
+
+    async def _serve(
+        self,
+        request: Request,
+        keep_alive: bool,
+        http10: bool,
+        *,
+        start: float | None = None,
+        answer: Awaitable[AnyResponse] | None = None,
+    ) -> bool:
+        """Answer one request (``answer``: the handler begun by _answer_now); False when the
+        connection must close after it."""
         app = self.server.app
-        start = time.perf_counter()
+        start = time.perf_counter() if start is None else start
         status, sent = 499, 0
         try:
             try:
-                response = await app.handle(request)
+                response = await (app.handle(request) if answer is None else answer)
             except Exception:
                 log.exception("unexpected error serving %s", request.path)
                 response = Response(500, text="internal error in the mirror; see its log\n")
