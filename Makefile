@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
-.PHONY: run test lint format unit integration e2e bench docs install clean-venv cluster-up cluster-down cluster-tools
+.PHONY: run test lint format unit integration e2e bench docs install clean-venv cluster-up cluster-down cluster-tools test-postgres
 
 # The venv is (re)built only when the project's declared dependencies change.
 $(STAMP): pyproject.toml constraints.txt
@@ -37,8 +37,12 @@ integration: $(STAMP)
 	$(BIN)/pytest tests -m integration
 
 # The e2e suite needs the control-plane binaries: built first (cached outside the repo).
-test: lint cluster-tools
+# The SQL store's tests need PostgreSQL's server binaries: installed on Debian when missing.
+test: lint cluster-tools test-postgres
 	$(BIN)/pytest
+
+test-postgres:
+	python3 tests/support/postgres.py install
 
 # A real control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok) on
 # 127.0.0.1; the first run builds it from Go modules (minutes). The last line printed by

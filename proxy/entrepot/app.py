@@ -24,6 +24,10 @@ from entrepot.gomod.paths import endpoint_of
 from entrepot.gomod.service import GoService, Router, Rule
 from entrepot.gomod.upstream import Chain, ProxyUpstream, Upstream, build_chain, read_netrc
 from entrepot.metrics import CONTENT_TYPE, Endpoint, Metrics
+from entrepot.stats.handlers import StatsHandlers
+from entrepot.stats.inventory import InventoryUpdates
+from entrepot.stats.recorder import GoDownloads, Recorder
+from entrepot.stats.store import StatsStore
 from entrepot.storage.filesystem import FilesystemStorage, unique_owner
 from entrepot.sumdb.handlers import SumdbHandlers
 from entrepot.sumdb.note import VerifierList, parse_verifier_key
@@ -206,10 +210,20 @@ class Mirror:
     sumdb_client: httpx.AsyncClient
     storage: FilesystemStorage
     shutdown_timeout: float
+    stats: Stats | None = None
     _flusher: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._flusher = asyncio.create_task(self._flush_every_second())
+
+    def start_stats(self, *, reconcile: bool) -> None:
+        """Once the server listens: the recorder's flushes, and in one process of the
+        instance (``reconcile``) the walk that corrects the cache inventory."""
+        if self.stats is None:
+            return
+        self.stats.recorder.start()
+        if reconcile:
+            self.stats.inventory.reconcile_soon(self.storage.root)
 
     async def _flush_every_second(self) -> None:
         while True:
@@ -225,11 +239,42 @@ class Mirror:
         await self.sumdb.flights.drain(self.shutdown_timeout)  # lookups stored in the background
         if self._flusher is not None:
             self._flusher.cancel()
+        if self.stats is not None:  # after the listener stopped: every download is counted
+            await self.stats.close()
         self.accesslog.flush()
         self.metrics.flush()
         await self.client.aclose()
         await self.sumdb_client.aclose()
         self.storage.close()
+
+
+@dataclass
+class Stats:
+    """Download statistics of one process: its store, its recorder, its inventory updates."""
+
+    store: StatsStore
+    recorder: Recorder
+    inventory: InventoryUpdates
+
+    async def close(self) -> None:
+        await self.inventory.close()
+        await self.recorder.close()
+        await self.store.close()
+
+
+def build_stats(
+    settings: Settings, *, metrics: Metrics, store: StatsStore | None = None
+) -> Stats | None:
+    """None when ``stats.enabled`` is off. ``store``: a test's store instead of the SQL one
+    (which connects lazily: nothing is opened here)."""
+    if not settings.stats.enabled:
+        return None
+    if store is None:
+        from entrepot.stats.sqlstore import open_store  # SQLAlchemy, only when counting
+
+        store = open_store(settings.stats.database, settings.data_dir)
+    recorder = Recorder(store, metrics, flush_interval=settings.stats.flush_interval)
+    return Stats(store, recorder, InventoryUpdates(store, metrics))
 
 
 def build_mirror(
@@ -238,8 +283,10 @@ def build_mirror(
     access_log: AccessLog | None = None,
     owner: str = "main",
     max_fetches: int | None = None,
+    stats_store: StatsStore | None = None,
 ) -> Mirror:
     metrics = Metrics()
+    stats = build_stats(settings, metrics=metrics, store=stats_store)
     storage = FilesystemStorage(settings.data_dir, owner=unique_owner(owner))
     accesslog = access_log or AccessLog(enabled=settings.log.access)
     client = upstream_client(settings, connections=64)
@@ -264,6 +311,7 @@ def build_mirror(
         if max_fetches is None
         else settings.limits.model_copy(update={"max_fetches": max_fetches}),
         sums=sumdb if sumdb.databases else None,
+        published=stats.inventory.published if stats is not None else None,
     )
     handlers = GoHandlers(service, settings.go.cache)
 
@@ -311,7 +359,17 @@ def build_mirror(
     routes.add_prefix(
         "/sumdb/", SumdbHandlers(sumdb, latest_ttl=settings.go.sumdb.latest_ttl).handle
     )
-    app = Observed(routes.dispatch, metrics=metrics, accesslog=accesslog, classify=_endpoint)
+    if stats is not None:
+        routes.add_prefix("/stats/", StatsHandlers(stats.store).handle)
+    else:
+        routes.add_prefix("/stats/", _stats_disabled)
+    app = Observed(
+        routes.dispatch,
+        metrics=metrics,
+        accesslog=accesslog,
+        classify=_endpoint,
+        downloads=GoDownloads(stats.recorder, metrics) if stats is not None else None,
+    )
     return Mirror(
         app=app,
         service=service,
@@ -322,6 +380,16 @@ def build_mirror(
         sumdb_client=sumdb_client,
         storage=storage,
         shutdown_timeout=settings.shutdown_timeout,
+        stats=stats,
+    )
+
+
+async def _stats_disabled(request: Request) -> Response:
+    request.endpoint = "stats"
+    return Response(
+        404,
+        text="download statistics are disabled on this mirror (stats.enabled)\n",
+        headers={"Cache-Control": "no-store"},
     )
 
 
@@ -375,6 +443,8 @@ async def serve(
         host, port = split_host_port(settings.listen)
         bound = await server.listen(host=host, port=port)
         announce(settings, bound[0][0], bound[0][1], workers=1)
+    # One process per instance walks the cache for the inventory: alone, or worker 0.
+    mirror.start_stats(reconcile=worker in (None, 0))
     if on_ready is not None:
         on_ready()
     stop = asyncio.Event()

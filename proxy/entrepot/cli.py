@@ -26,7 +26,7 @@ from entrepot.config import (
     settings_warnings,
     split_host_port,
 )
-from entrepot.errors import ConfigError, InvalidRequestError, redact
+from entrepot.errors import ConfigError, InvalidRequestError, UnavailableError, redact
 from entrepot.gomod.upstream import quiet_http_loggers
 
 
@@ -98,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"entrepot: {e.message}", file=sys.stderr)
         return 2
     if args.command == "purge":
-        return _purge(settings.data_dir, args.targets)
+        return _purge(settings, args.targets)
     if args.command == "verify":
         return _verify(settings, remove=args.remove)
     if args.command == "sumdb":
@@ -126,12 +126,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def _purge(data_dir: Path, targets: Sequence[str]) -> int:
+def _purge(settings: Settings, targets: Sequence[str]) -> int:
     from entrepot.gomod.module import canonical_version, check_path
     from entrepot.gomod.service import purge_keys
+    from entrepot.maintenance import forget_purged
     from entrepot.storage.base import check_key
 
+    data_dir = settings.data_dir
     code = 0
+    zips: list[tuple[str, str]] = []  # purged module zips, for the stats inventory
     for target in targets:
         module, at, version = target.partition("@")
         if at and not version:
@@ -155,8 +158,17 @@ def _purge(data_dir: Path, targets: Sequence[str]) -> int:
                 (data_dir / key).unlink()
                 print(f"removed {data_dir / key}")
                 removed += 1
+                if key.endswith(".zip"):
+                    zips.append((module, version))
         if not removed:
             print(f"{target}: nothing cached")
+    failed = forget_purged(settings, zips)
+    if failed is not None:
+        print(
+            f"entrepot: warning: the statistics inventory was not updated ({failed}); the"
+            " mirror corrects it when it next starts",
+            file=sys.stderr,
+        )
     return code
 
 
@@ -222,6 +234,7 @@ def _event_loop_runner() -> Callable[[Coroutine[Any, Any, None]], None]:
 
 def run(settings: Settings) -> int:
     """Serve in this process, or in N pre-forked workers (see entrepot.workers)."""
+    from entrepot.stats.sqlstore import prepare_stats
     from entrepot.storage.filesystem import remove_stale_staging
     from entrepot.web.server import raise_fd_limit
     from entrepot.workers import default_workers
@@ -230,6 +243,12 @@ def run(settings: Settings) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # Other instances may share this data directory: only folders nobody uses are removed.
     remove_stale_staging(settings.data_dir)
+    # Once, here in the parent, before workers fork: they find the schema ready.
+    try:
+        prepare_stats(settings)
+    except UnavailableError as e:
+        print(f"entrepot: {e.message}", file=sys.stderr)
+        return 1
     raise_fd_limit()
     loop_run = _event_loop_runner()
     if workers == 1:

@@ -635,6 +635,49 @@ class LogSettings(_Model):
     access: bool = Field(default=True, description="Write one JSON access-log line per request.")
 
 
+_DATABASE_SCHEMES = ("sqlite", "sqlite+aiosqlite", "postgres", "postgresql", "postgresql+asyncpg")
+
+
+def _check_database(value: str | None) -> str | None:
+    if value is not None:
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        if scheme not in _DATABASE_SCHEMES:
+            raise ValueError(
+                "want an SQLite file ('sqlite:////var/lib/entrepot/stats.db') or a PostgreSQL"
+                " URL ('postgresql://db.example.com:5432/entrepot', user and password as usual)"
+            )
+    return value
+
+
+class StatsSettings(_Model):
+    """Download statistics: counted in memory by each worker, flushed to a SQL database."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Count downloads, keep the cache inventory and serve /stats/.",
+    )
+    database: str | None = Field(
+        default=None,
+        description=(
+            "SQLAlchemy URL of the statistics database. Unset: the SQLite file"
+            " entrepot.db in data_dir. Several replicas need a shared PostgreSQL:"
+            " 'postgresql://user:password@db.example.com:5432/entrepot' (the password is"
+            " never printed)."
+        ),
+    )
+    flush_interval: Duration = Field(
+        default=5.0,
+        ge=1.0,
+        le=60.0,
+        description=(
+            "Each worker writes its counts at least this often (1s-60s): at most this much"
+            " counting is lost if a worker is killed without a graceful shutdown."
+        ),
+    )
+
+    _database = field_validator("database")(classmethod(lambda cls, v: _check_database(v)))
+
+
 class Settings(_Model):
     """Everything `entrepot serve` reads."""
 
@@ -658,6 +701,7 @@ class Settings(_Model):
     limits: Limits = Field(default_factory=Limits)
     log: LogSettings = Field(default_factory=LogSettings)
     go: GoSettings = Field(default_factory=GoSettings)
+    stats: StatsSettings = Field(default_factory=StatsSettings)
 
     @field_validator("listen")
     @classmethod

@@ -1,5 +1,6 @@
-"""Offline commands on a data directory: check the cache against the checksum databases, and
-clear a database's stored tree head after a fork was investigated.
+"""Offline commands on a data directory: check the cache against the checksum databases,
+clear a database's stored tree head after a fork was investigated, and tell the statistics
+inventory what ``entrepot purge`` removed.
 
 Both are safe while servers run on the same directory: ``verify`` only reads (and, with
 ``--remove``, deletes a refused file the way ``purge`` does); ``sumdb reset`` removes files that
@@ -12,14 +13,14 @@ import asyncio
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from entrepot.app import build_sumdb, upstream_client
 from entrepot.config import Settings
-from entrepot.errors import EntrepotError, InvalidRequestError
+from entrepot.errors import EntrepotError, InvalidRequestError, UnavailableError
 from entrepot.gomod.module import check_path, unescape_path, unescape_version
 from entrepot.gomod.ziprules import h1_mod, verify_zip
 from entrepot.metrics import Metrics
@@ -139,3 +140,27 @@ def reset_sumdb(data_dir: Path, name: str) -> list[Path]:
         staged.write_text(uuid.uuid4().hex + "\n")
         os.replace(staged, folder / "generation")
     return removed
+
+
+def forget_purged(settings: Settings, versions: Collection[tuple[str, str]]) -> str | None:
+    """Remove purged module zips (module, version) from the statistics inventory
+    (``/stats/summary``). Returns an error message when the store could not be told; the walk
+    of the cache at the next start of the mirror corrects the inventory then."""
+    if not settings.stats.enabled or not versions:
+        return None
+    from entrepot.stats.sqlstore import open_store, prepare_stats
+
+    async def forget() -> None:
+        store = open_store(settings.stats.database, settings.data_dir)
+        try:
+            for module, version in versions:
+                await store.uncached("go", module, version)
+        finally:
+            await store.close()
+
+    try:
+        prepare_stats(settings)  # a data directory no server has run on yet has no schema
+        asyncio.run(forget())
+    except UnavailableError as e:
+        return e.message
+    return None

@@ -14,8 +14,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import MultiProcessCollector
 
-Endpoint = Literal["list", "info", "mod", "zip", "latest", "sumdb", "health", "metrics", "other"]
+Endpoint = Literal[
+    "list", "info", "mod", "zip", "latest", "sumdb", "stats", "health", "metrics", "other"
+]
 CacheResult = Literal["hit", "miss", "stale", "negative", "bypass"]
+Ecosystem = Literal["go", "npm"]
+DownloadResult = Literal["hit", "miss", "stale"]
 UpstreamOutcome = Literal["ok", "not_found", "error"]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -37,6 +41,7 @@ _LATENCY_BUCKETS: tuple[float, ...] = (
 )
 _LATENCY_BOUNDS = (*_LATENCY_BUCKETS, float("inf"))
 _UPSTREAM_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+_FLUSH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
 class Metrics:
@@ -123,6 +128,38 @@ class Metrics:
             "Connections answered 503 and closed because the worker held limits.max_connections.",
             registry=r,
         )
+        self.downloads = Counter(
+            "entrepot_downloads_total",
+            "Downloads counted for the stats API (a whole GET of a module zip or package"
+            " tarball), by ecosystem and cache result.",
+            ["ecosystem", "result"],
+            registry=r,
+        )
+        self.stats_flush_duration = Histogram(
+            "entrepot_stats_flush_seconds",
+            "Time to write the download counts counted in memory to the stats store.",
+            buckets=_FLUSH_BUCKETS,
+            registry=r,
+        )
+        self.stats_flush_failures = Counter(
+            "entrepot_stats_flush_failures_total",
+            "Flushes of download counts the stats store refused (the counts are kept and"
+            " written by the next flush).",
+            registry=r,
+        )
+        self.stats_pending_counts = Gauge(
+            "entrepot_stats_pending_counts",
+            "Downloads counted in memory and not yet in the stats store.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.stats_inventory_failures = Counter(
+            "entrepot_stats_inventory_failures_total",
+            "Updates of the cache inventory (/stats/summary) the stats store refused; the"
+            " walk at the next start corrects them.",
+            registry=r,
+        )
+        self._pending_downloads: dict[tuple[str, str], int] = {}
         self._pending_requests: dict[tuple[str, int], int] = {}
         self._pending_bytes: dict[str, int] = {}
         self._pending_cache: dict[tuple[str, str], int] = {}
@@ -165,8 +202,27 @@ class Metrics:
         key = (endpoint, result)
         self._pending_cache[key] = self._pending_cache.get(key, 0) + 1
 
+    def record_download(self, ecosystem: Ecosystem, result: DownloadResult) -> None:
+        """The hot path, like :meth:`record_request`: applied by :meth:`flush`."""
+        key = (ecosystem, result)
+        self._pending_downloads[key] = self._pending_downloads.get(key, 0) + 1
+
+    def record_stats_flush(self, seconds: float, *, failed: bool, pending: int) -> None:
+        """One flush of the download counts: its duration, whether the store refused it,
+        and what is left in memory after it."""
+        self.stats_flush_duration.observe(seconds)
+        if failed:
+            self.stats_flush_failures.inc()
+        self.stats_pending_counts.set(pending)
+
+    def record_stats_inventory_failure(self) -> None:
+        self.stats_inventory_failures.inc()
+
     def flush(self) -> None:
         """Apply what the hot path counted to the Prometheus metrics."""
+        downloads, self._pending_downloads = self._pending_downloads, {}
+        for (ecosystem, result), n in downloads.items():
+            self.downloads.labels(ecosystem, result).inc(n)
         pending, self._pending_requests = self._pending_requests, {}
         for (endpoint, code), n in pending.items():
             self.requests.labels(endpoint, str(code)).inc(n)

@@ -188,8 +188,12 @@ class GoService:
         limits: Limits | None = None,
         sums: SumChecker | None = None,
         clock: Callable[[], float] = time.time,
+        published: Callable[[str, str, int], None] | None = None,
     ) -> None:
+        """``published(module, version, size)``: told of each zip this process publishes
+        into the cache (the stats inventory); it must not block or raise."""
         self.storage = storage
+        self.published = published
         self.router = router
         self.cache = cache
         self.metrics = metrics
@@ -302,7 +306,9 @@ class GoService:
                     ) from e
                 await self._check_fetched(key, module, version, "zip", report.h1, pending=pending)
                 await self.storage.put_bytes(key + "hash", report.h1.encode())
-                return await self.storage.put(key, staged)
+                blob = await self.storage.put(key, staged)
+            self._published(module, version, blob.size)
+            return blob
 
         async def check_hit(blob: BlobInfo, body: bytes | None) -> bool:
             stored = await self.storage.get(key + "hash")
@@ -310,6 +316,14 @@ class GoService:
             return await self._check_stored(key, module, version, "zip", lambda: h1)
 
         return await self._immutable(Kind.ZIP, key, chain, fetch, check_hit)
+
+    def _published(self, module: str, version: str, size: int) -> None:
+        if self.published is None:
+            return
+        try:
+            self.published(module, version, size)
+        except Exception:  # the zip is stored and served whatever the inventory says
+            log.exception("could not note %s@%s in the cache inventory", module, version)
 
     async def ziphash(self, module: str, version: str) -> str | None:
         """The stored ``h1:`` of a cached zip (for the checksum database, later)."""

@@ -1,0 +1,1 @@
+"""Download statistics: counted per (ecosystem, package, version, UTC day), kept in SQL."""
