@@ -1,4 +1,5 @@
-"""``entrepot-operator``: ``run`` the operator, or print the ``crds`` it serves."""
+"""``entrepot-operator``: ``run`` the operator, print the ``crds`` it serves, or write the
+Grafana ``dashboards``."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("crds", help="print the CustomResourceDefinitions (YAML)")
+    boards = commands.add_parser("dashboards", help="write the Grafana dashboards (JSON)")
+    boards.add_argument("--out", required=True, help="folder for the JSON files")
     run = commands.add_parser("run", help="run the operator against the current kubeconfig")
     run.add_argument(
         "--namespace",
@@ -25,6 +28,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from entrepot_operator.crd import crd_yaml
 
         sys.stdout.write(crd_yaml())
+        return 0
+    if args.command == "dashboards":
+        from pathlib import Path
+
+        from entrepot_operator.dashboards import write
+
+        for path in write(Path(args.out)):
+            sys.stdout.write(f"{path}\n")
         return 0
     from entrepot_operator.runner import run_operator
 

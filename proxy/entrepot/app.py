@@ -231,6 +231,7 @@ class Mirror:
             self.accesslog.flush()
             memory = self.service.memory
             self.metrics.record_memory_cache(len(memory), memory.used)
+            self.metrics.record_free_bytes(self.storage.free_bytes())
             self.metrics.flush()
 
     async def close(self) -> None:

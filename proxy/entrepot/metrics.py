@@ -176,6 +176,13 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.cache_volume_free_bytes = Gauge(
+            "entrepot_cache_volume_free_bytes",
+            "Bytes still writable on the cache volume (updated every second; /readyz fails"
+            " below limits.min_free_bytes).",
+            registry=r,
+            multiprocess_mode="min",
+        )
         self.inflight = Gauge(
             "entrepot_upstream_fetches_in_flight",
             "Upstream fetches running now.",
@@ -263,6 +270,9 @@ class Metrics:
 
     def record_sumdb_tree(self, db: str, size: int) -> None:
         self.sumdb_tree_size.labels(db).set(size)
+
+    def record_free_bytes(self, free: int) -> None:
+        self.cache_volume_free_bytes.set(free)
 
     def record_refresh(self, endpoint: Endpoint, outcome: Literal["ok", "error"]) -> None:
         self.background_refreshes.labels(endpoint, outcome).inc()

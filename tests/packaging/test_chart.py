@@ -40,6 +40,8 @@ OPTIONS = {
     "watchNamespaces": "{a,b}",
     "replicaCount": "2",
     "metrics.serviceMonitor.enabled": "true",
+    "dashboards.enabled": "true",
+    "prometheusRule.enabled": "true",
 }
 
 
@@ -186,6 +188,56 @@ def test_no_service_monitor_by_default(home: Path) -> None:
     assert of_kind(render(home), "ServiceMonitor") == []
 
 
+def test_no_dashboards_and_no_rules_by_default(home: Path) -> None:
+    docs = render(home)
+    assert of_kind(docs, "PrometheusRule") == []
+    assert [
+        d for d in of_kind(docs, "ConfigMap") if "grafana_dashboard" in d["metadata"]["labels"]
+    ] == []
+
+
+def test_dashboards_are_the_checked_in_json_with_the_sidecar_label(home: Path) -> None:
+    files = {p.name: p.read_text(encoding="utf-8") for p in (CHART / "dashboards").glob("*.json")}
+    assert len(files) >= 2
+    docs = render(home, {"dashboards.enabled": "true"})
+    maps = [d for d in of_kind(docs, "ConfigMap") if "grafana_dashboard" in d["metadata"]["labels"]]
+    assert {name: text.rstrip("\n") for m in maps for name, text in m["data"].items()} == {
+        name: text.rstrip("\n") for name, text in files.items()
+    }
+    assert all(m["metadata"]["labels"]["grafana_dashboard"] == "1" for m in maps)
+    assert all(m["metadata"]["namespace"] == RELEASE_NAMESPACE for m in maps)
+    other = render(
+        home,
+        {
+            "dashboards.enabled": "true",
+            "dashboards.label": "dash",
+            "dashboards.labelValue": "yes",
+            "dashboards.namespace": "monitoring",
+        },
+    )
+    moved = [d for d in of_kind(other, "ConfigMap") if "dash" in d["metadata"]["labels"]]
+    assert len(moved) == len(files)
+    assert all(m["metadata"]["labels"]["dash"] == "yes" for m in moved)
+    assert all(m["metadata"]["namespace"] == "monitoring" for m in moved)
+
+
+def test_prometheus_rule_alerts_have_runbooks(home: Path) -> None:
+    rule = one(render(home, {"prometheusRule.enabled": "true"}), "PrometheusRule")
+    alerts = [r for g in rule["spec"]["groups"] for r in g["rules"]]
+    assert {a["alert"] for a in alerts} == {
+        "EntrepotUpstreamFailing",
+        "EntrepotServingStale",
+        "EntrepotCacheVolumeNearlyFull",
+        "EntrepotNoReadyReplica",
+        "EntrepotStatsFlushFailing",
+    }
+    operations = (REPO / "docs" / "operations.md").read_text(encoding="utf-8").lower()
+    for alert in alerts:
+        anchor = alert["annotations"]["runbook_url"].rsplit("#", 1)[1]
+        assert anchor == alert["alert"].lower()
+        assert f"### {alert['alert'].lower()}" in operations, alert["alert"]
+
+
 def test_everything_namespaced_lands_in_the_release_namespace(home: Path) -> None:
     docs = render(home, OPTIONS)
     for doc in docs:
@@ -283,6 +335,9 @@ def test_an_existing_service_account_must_be_named(home: Path) -> None:
         ({"watchNamespaces": "{Not_A_Namespace}"}, "watchNamespaces"),
         ({"replicaCount": "two"}, "replicaCount"),
         ({"image.pullPolicy": "Sometimes"}, "pullPolicy"),
+        ({"prometheusRule.upstreamErrorRatio": "2"}, "upstreamErrorRatio"),
+        ({"prometheusRule.staleFor": "soon"}, "staleFor"),
+        ({"dashboards.label": ""}, "label"),
     ],
 )
 def test_the_values_schema_refuses_mistakes(

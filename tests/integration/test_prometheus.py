@@ -1,0 +1,117 @@
+"""Every dashboard query and every alert, evaluated by a real Prometheus scraping a real mirror.
+
+A mirror with two workers serves real go command traffic from the fixture upstream; Prometheus
+(Debian's package, ``make test-prometheus``) scrapes its /metrics every second. Each panel query
+of the generated dashboards (variables substituted) must parse and return data; each alert
+expression of the chart's PrometheusRule must parse, and ``promtool check rules`` must accept
+the rendered rules.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from support import prometheus
+from support.gocmd import GoClient
+from support.servers import Server, running_server
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        prometheus.unavailable_reason() is not None,
+        reason=prometheus.unavailable_reason() or "",
+    ),
+]
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "helm" / "entrepot"
+JOB, NAMESPACE = "entrepot", "test"
+# Queries that cannot return data here, with the reason. Empty: every panel query has data
+# (the ones on series that appear only on rare events fall back to `or on() vector(0)`).
+NO_DATA_EXPECTED: dict[str, str] = {}
+
+
+def panel_queries() -> list[tuple[str, str]]:
+    """(board/panel title, query with the variables substituted) for every panel target."""
+    found = []
+    for path in sorted((CHART / "dashboards").glob("*.json")):
+        board = json.loads(path.read_text(encoding="utf-8"))
+        for panel in board["panels"]:
+            for target in panel.get("targets", []):
+                expr = target["expr"].replace("$namespace", NAMESPACE).replace("$job", JOB)
+                found.append((f"{path.stem}/{panel['title']}", expr))
+    return found
+
+
+def rules() -> dict[str, Any]:
+    """The chart's PrometheusRule spec (``helm template``), as a Prometheus rules file."""
+    sys.path.insert(0, str(REPO / "tests" / "packaging"))  # the chart tests' helm helpers
+    from helmchart import render, tool
+
+    if not tool("helm").exists():
+        pytest.skip(f"helm is not built at {tool('helm')}: run `make cluster-tools`")
+    with tempfile.TemporaryDirectory() as home:
+        docs = render(Path(home), {"prometheusRule.enabled": "true"})
+    (rule,) = [d for d in docs if d["kind"] == "PrometheusRule"]
+    return {"groups": rule["spec"]["groups"]}
+
+
+def drive_traffic(tmp_path: Path, mirror: Server) -> None:
+    targets = ["example.com/hello@v1.0.0", "example.com/Upper/Case@v0.1.0"]
+    for user in ("first", "second"):  # the second user's downloads are cache hits
+        for info in GoClient(tmp_path / user, mirror.url).download_json(*targets):
+            assert "Error" not in info, info
+    for path in ("/stats/example.com/hello", "/stats/trends/latest", "/stats/summary"):
+        httpx.get(mirror.url + path, timeout=10)
+
+
+def test_dashboards_and_alerts_evaluate_against_a_real_prometheus(
+    tmp_path: Path, upstream_server: Server
+) -> None:
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text(yaml.safe_dump(rules()), encoding="utf-8")
+    promtool = prometheus.binary("promtool")
+    assert promtool is not None
+    checked = subprocess.run(
+        [promtool, "check", "rules", str(rules_file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    alerts = [r for g in yaml.safe_load(rules_file.read_text())["groups"] for r in g["rules"]]
+    assert len(alerts) == 5
+
+    with running_server(
+        tmp_path, proxy=upstream_server.url, args=["--workers", "2"], name="mirror"
+    ) as mirror:
+        drive_traffic(tmp_path, mirror)
+        target = mirror.url.removeprefix("http://").rstrip("/")
+        with prometheus.running_prometheus([target], job=JOB, namespace=NAMESPACE) as prom:
+            queries = panel_queries()
+            assert len(queries) >= 20
+            pending = {q for q in queries if q[0] not in NO_DATA_EXPECTED}
+            deadline = time.monotonic() + 60
+            while pending and time.monotonic() < deadline:
+                time.sleep(1)
+                for title, expr in sorted(pending):
+                    answer = prom.query(expr)
+                    assert answer["status"] == "success", (title, expr, answer)
+                    if answer["data"]["result"]:
+                        pending.discard((title, expr))
+            assert not pending, f"panel queries without data: {sorted(pending)}"
+            for alert in alerts:
+                answer = prom.query(alert["expr"])
+                assert answer["status"] == "success", (alert["alert"], answer)
+            assert prom.query("not a query(")["status"] == "error"
