@@ -675,7 +675,47 @@ class StatsSettings(_Model):
         ),
     )
 
+    database_password_file: Path | None = Field(
+        default=None,
+        description=(
+            "A file holding the password of the PostgreSQL database (a mounted Secret), read"
+            " at start and set in stats.database, which then needs no password (one there is"
+            " replaced). Surrounding whitespace is ignored; the password is never printed."
+        ),
+    )
+
     _database = field_validator("database")(classmethod(lambda cls, v: _check_database(v)))
+
+    @field_validator("database_password_file")
+    @classmethod
+    def _absolute(cls, path: Path | None) -> Path | None:
+        return path.absolute() if path is not None else None
+
+    @model_validator(mode="after")
+    def _password_from_file(self) -> StatsSettings:
+        path = self.database_password_file
+        if path is None:
+            return self
+        if self.database is None or not self.database.startswith("postg"):
+            raise ValueError("database_password_file needs a PostgreSQL URL in stats.database")
+        try:
+            password = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as e:
+            reason = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+            raise ValueError(f"database_password_file: cannot read {path}: {reason}") from None
+        if not password:
+            raise ValueError(f"database_password_file: {path} is empty")
+        from sqlalchemy.engine import make_url  # only with a password file
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            url = make_url(self.database).set(password=password)
+        except ArgumentError:
+            raise ValueError("stats.database is not a database URL") from None
+        # Frozen model: set the combined URL once, while validating (re-validation of a dump
+        # reads the file again and sets the same password).
+        object.__setattr__(self, "database", url.render_as_string(hide_password=False))
+        return self
 
 
 class Settings(_Model):

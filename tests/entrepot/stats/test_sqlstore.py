@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 from sqlalchemy import inspect, text
+from sqlalchemy.engine import make_url
 
-from entrepot.config import Settings
-from entrepot.errors import UnavailableError, redact
+from entrepot.config import Settings, load_settings
+from entrepot.errors import ConfigError, UnavailableError, redact
 from entrepot.sql.engine import create_engine, database_url
 from entrepot.sql.migrate import current_revision, head_revision, migrate
 from entrepot.stats.sqlstore import (
@@ -362,3 +363,124 @@ def test_database_password_is_never_printed() -> None:
         Settings.model_validate({"stats": {"database": "mysql://db.example.com/x"}})
     with pytest.raises(ValidationError):
         Settings.model_validate({"stats": {"flush_interval": "90s"}})
+
+
+def test_database_password_from_a_file(tmp_path: Path) -> None:
+    """stats.database_password_file (a mounted Secret) sets the password of stats.database,
+    read at start; it is never printed, and error messages do not hold it."""
+    secret = tmp_path / "password"
+    secret.write_text("s3:cr/et@%\n")
+    url = "postgresql://entrepot@db.example.com:5432/stats"
+    env = {
+        "GOPROXY": "http://127.0.0.1:9",
+        "GOSUMDB": "off",
+        "ENTREPOT_STATS__DATABASE": url,
+        "ENTREPOT_STATS__DATABASE_PASSWORD_FILE": str(secret),
+    }
+    settings = load_settings(environ=env)
+    assert settings.stats.database is not None
+    parsed = make_url(settings.stats.database)
+    assert parsed.username == "entrepot"
+    assert parsed.password == "s3:cr/et@%"
+    assert parsed.host == "db.example.com"
+    assert parsed.database == "stats"
+    assert database_url(settings.stats.database, tmp_path).password == "s3:cr/et@%"
+    shown = redact(settings.model_dump_json())
+    assert "s3" not in shown.replace("stats", "")
+    assert "db.example.com:5432/stats" in shown
+    # Validating a dump again (as load_settings does) reads the file again: same URL.
+    again = Settings.model_validate(settings.model_dump(mode="json"))
+    assert again.stats.database == settings.stats.database
+    # A password in the URL is replaced by the file's.
+    other = Settings.model_validate(
+        {
+            "stats": {
+                "database": "postgresql://u:old@db.example.com/x",
+                "databasePasswordFile": secret,
+            }
+        }
+    )
+    assert make_url(other.stats.database or "").password == "s3:cr/et@%"
+
+    empty = tmp_path / "empty"
+    empty.write_text(" \n")
+    bad: list[dict[str, object]] = [
+        {"database": url, "database_password_file": str(tmp_path / "missing")},
+        {"database": url, "database_password_file": str(empty)},
+        {"database_password_file": str(secret)},  # SQLite: no password
+        {"database": "sqlite:////tmp/x.db", "database_password_file": str(secret)},
+    ]
+    for stats in bad:
+        with pytest.raises(ConfigError) as caught:
+            load_settings(
+                overrides={"stats": stats},
+                environ={"GOPROXY": "http://127.0.0.1:9", "GOSUMDB": "off"},
+            )
+        assert "database_password_file" in str(caught.value)
+        assert "s3:cr" not in str(caught.value)
+
+
+async def test_password_file_connects(postgres: Postgres, tmp_path: Path) -> None:
+    """The combined URL reaches the real PostgreSQL (whatever its authentication)."""
+    secret = tmp_path / "password"
+    secret.write_text("unused-by-trust\n")
+    url = fresh_database(postgres)
+    settings = Settings.model_validate(
+        {"data_dir": str(tmp_path), "stats": {"database": url, "database_password_file": secret}}
+    )
+    await asyncio.to_thread(prepare_stats, settings)
+    store = open_store(settings.stats.database, tmp_path)
+    await store.add({("go", "example.com/a", "v1.0.0", D1): 2})
+    assert await store.total("go", "example.com/a") == 2
+    await store.close()
+
+
+async def test_trending_is_exact_across_today_and_closed_days(
+    db_url: str | None, tmp_path: Path
+) -> None:
+    """trending() keeps the closed days' totals per process and adds today's rows: after
+    writes of today and of closed days (its own, late ones), it equals a brute-force sum."""
+    today = dt.datetime.now(dt.UTC).date()
+    store = open_store(db_url, tmp_path)
+    other = open_store(db_url, tmp_path)  # another worker, for writes of today
+    truth: dict[CountKey, int] = {}
+
+    async def add(s: SqlStatsStore, counts: dict[CountKey, int]) -> None:
+        await s.add(counts)
+        for key, n in counts.items():
+            truth[key] = truth.get(key, 0) + n
+
+    def brute(since: dt.date, limit: int) -> list[Ranked]:
+        sums: dict[str, int] = {}
+        for (e, p, _v, d), n in truth.items():
+            if e == "go" and d >= since:
+                sums[p] = sums.get(p, 0) + n
+        ranked = sorted(sums.items(), key=lambda item: (-item[1], item[0]))
+        return [Ranked(p, n) for p, n in ranked[:limit]]
+
+    async def check() -> None:
+        for days in (0, 1, 6, 29, 40):
+            since = today - dt.timedelta(days=days)
+            for limit in (1, 3, 1000):
+                assert await store.trending("go", since=since, limit=limit) == brute(
+                    since, limit
+                ), (days, limit)
+
+    await add(
+        store,
+        {
+            ("go", f"example.com/m{i}", f"v1.0.{i % 2}", today - dt.timedelta(days=i % 35)): i
+            for i in range(1, 70)
+        },
+    )
+    await check()
+    # Today's counts (from this process and another) lift packages past the cached order.
+    await add(store, {("go", "example.com/m1", "v1.0.1", today): 500})
+    await add(other, {("go", "example.com/m2", "v1.0.0", today): 400})
+    await check()
+    # A late flush of yesterday's counts from this process is seen at once.
+    await add(store, {("go", "example.com/m3", "v1.0.1", today - dt.timedelta(days=1)): 900})
+    await add(store, {("npm", "example.com/m3", "v1.0.1", today - dt.timedelta(days=2)): 9})
+    await check()
+    await store.close()
+    await other.close()
