@@ -10,6 +10,7 @@ the rendered rules.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -25,13 +26,20 @@ from support import prometheus
 from support.gocmd import GoClient
 from support.servers import Server, running_server
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        prometheus.unavailable_reason() is not None,
-        reason=prometheus.unavailable_reason() or "",
-    ),
-]
+pytestmark = pytest.mark.integration
+SKIP_VARIABLE = "ENTREPOT_TEST_NO_PROMETHEUS"
+
+
+@pytest.fixture(autouse=True)
+def _prometheus_is_here() -> None:
+    """A test that needs Prometheus and cannot get it fails with the reason (make test
+    installs it), unless it was turned off on purpose."""
+    if os.environ.get(SKIP_VARIABLE) == "1":
+        pytest.skip(f"{SKIP_VARIABLE}=1: the real-Prometheus tests are off")
+    reason = prometheus.unavailable_reason()
+    if reason is not None:
+        pytest.fail(f"Prometheus is needed for this test: {reason}")
+
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "entrepot"

@@ -50,7 +50,8 @@ def install() -> int:
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         print(
             "prometheus: not installed and no way to install it here (needs root and apt-get);"
-            " tests/integration/test_prometheus.py will skip",
+            " tests/integration/test_prometheus.py will fail unless"
+            " ENTREPOT_TEST_NO_PROMETHEUS=1",
             file=sys.stderr,
         )
         return 0
