@@ -265,8 +265,8 @@ class StatsHandlers:
         }
 
     async def trend(self, trend: str, today: Day) -> list[Trending]:
-        since = today - dt.timedelta(days=TREND_DAYS[trend] - 1)
-        top = await self.store.trending(ECOSYSTEM, since=since, limit=TOP_TRENDING)
+        days = TREND_DAYS[trend]
+        top = await self.store.trending(ECOSYSTEM, days=days, today=today, limit=TOP_TRENDING)
         return [{"module_path": r.name, "download_count": r.count} for r in top]
 
     async def version(self, module: str, version: str | None, today: Day) -> VersionStats:

@@ -12,6 +12,7 @@ The schema is in ``entrepot/sql/migrations/versions``; the tables below mirror i
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -26,6 +27,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    case,
     delete,
     desc,
     func,
@@ -78,6 +80,21 @@ cached_versions = Table(
     Column("size", BigInteger, nullable=False),
     Column("host", String(512), nullable=False),
 )
+package_windows = Table(
+    "package_windows",
+    _meta,
+    Column("ecosystem", String(16), primary_key=True),
+    Column("package", String(512), primary_key=True),
+    Column("d2", BigInteger, nullable=False),
+    Column("d7", BigInteger, nullable=False),
+    Column("d30", BigInteger, nullable=False),
+)
+stats_marks = Table(
+    "stats_marks",
+    _meta,
+    Column("name", String(32), primary_key=True),
+    Column("day", Date, nullable=False),
+)
 cache_hosts = Table(
     "cache_hosts",
     _meta,
@@ -86,6 +103,11 @@ cache_hosts = Table(
     Column("versions", BigInteger, nullable=False),
     Column("bytes", BigInteger, nullable=False),
 )
+
+# The trend windows kept in package_windows: days -> column. A window of N days ending on the
+# mark day covers mark - N + 1 .. mark (and any later day, as the sums over package_days do).
+WINDOWS: dict[int, str] = {2: "d2", 7: "d7", 30: "d30"}
+WINDOWS_MARK = "windows"
 
 # Rows per INSERT: well under both drivers' limit on bound parameters (32,767 for asyncpg).
 CHUNK = 1000
@@ -99,6 +121,20 @@ def host_of(package: str) -> str:
 def _chunks(rows: Sequence[dict[str, Any]]) -> Iterable[Sequence[dict[str, Any]]]:
     for i in range(0, len(rows), CHUNK):
         yield rows[i : i + CHUNK]
+
+
+_ADDED = dict.fromkeys(WINDOWS.values(), 1)
+
+
+def _window_rows(per_day: Mapping[tuple[str, str, Day], int], mark: Day) -> list[dict[str, Any]]:
+    """What a flush adds to each package's windows ending on ``mark`` (sorted by key)."""
+    sums: dict[tuple[str, str], dict[str, int]] = {}
+    for (e, p, d), n in per_day.items():
+        for days, column in WINDOWS.items():
+            if d > mark - dt.timedelta(days=days):
+                row = sums.setdefault((e, p), dict.fromkeys(WINDOWS.values(), 0))
+                row[column] += n
+    return [{"ecosystem": e, "package": p, **cols} for (e, p), cols in sorted(sums.items())]
 
 
 class SqlStatsStore:
@@ -151,6 +187,13 @@ class SqlStatsStore:
         ]
         with translated("record downloads"):
             async with writing(self.engine) as conn:
+                # First, so that a rebuild of the windows (which takes it for update) waits for
+                # this flush, or this flush for it: never both at once.
+                mark = await self._mark(conn, lock="share")
+                window_rows = _window_rows(per_day, mark)
+                if window_rows:
+                    windows = self._adding(package_windows, ["ecosystem", "package"], **_ADDED)
+                    writes.append((windows, window_rows))
                 for stmt, table_rows in writes:
                     for chunk in _chunks(table_rows):
                         await conn.execute(stmt, chunk)
@@ -197,7 +240,30 @@ class SqlStatsStore:
         )
         return await self._ranked(query)
 
-    async def trending(self, ecosystem: str, *, since: Day, limit: int = 1000) -> list[Ranked]:
+    async def trending(
+        self, ecosystem: str, *, days: int, today: Day, limit: int = 1000
+    ) -> list[Ranked]:
+        column = WINDOWS.get(days)
+        if column is not None:
+            with translated("answer"):
+                async with reading(self.engine) as conn:
+                    mark = await self._mark(conn)
+            if mark < today:
+                await self._roll(today)
+                mark = today
+            if mark == today:
+                w = package_windows.c[column]
+                query = (
+                    select(package_windows.c.package, w)
+                    .where(package_windows.c.ecosystem == ecosystem, w > 0)
+                    .order_by(desc(w), package_windows.c.package)
+                    .limit(limit)
+                )
+                return await self._ranked(query)
+        # A window not kept, or a day before the mark (a clock behind the one that rolled it).
+        return await self._summed(ecosystem, since=today - dt.timedelta(days=days - 1), limit=limit)
+
+    async def _summed(self, ecosystem: str, *, since: Day, limit: int) -> list[Ranked]:
         t = package_days
         total = func.sum(t.c.count).label("total")
         recent: Any = t.c.day >= since
@@ -214,6 +280,39 @@ class SqlStatsStore:
             .limit(limit)
         )
         return await self._ranked(query)
+
+    async def _mark(self, conn: AsyncConnection, *, lock: str | None = None) -> Day:
+        """The day the windows end on. ``lock`` (PostgreSQL): "share" for a flush, which adds
+        relative to it, "update" for the rebuild, which moves it: they exclude each other."""
+        query = select(stats_marks.c.day).where(stats_marks.c.name == WINDOWS_MARK)
+        if lock is not None and self._dialect == "postgresql":
+            query = query.with_for_update(read=lock == "share")
+        day: Day = (await conn.execute(query)).scalar_one()
+        return day
+
+    async def _roll(self, today: Day) -> None:
+        """Rebuild the windows to end on ``today`` from package_days: once per UTC day, by the
+        first process that needs them (the others find the mark moved and skip)."""
+        t = package_days
+        sums = [
+            func.sum(case((t.c.day >= today - dt.timedelta(days=n - 1), t.c.count), else_=0))
+            for n in WINDOWS
+        ]
+        rebuilt = package_windows.insert().from_select(
+            ["ecosystem", "package", *WINDOWS.values()],
+            select(t.c.ecosystem, t.c.package, *sums)
+            .where(t.c.day >= today - dt.timedelta(days=max(WINDOWS) - 1))
+            .group_by(t.c.ecosystem, t.c.package),
+        )
+        moved = update(stats_marks).where(stats_marks.c.name == WINDOWS_MARK).values(day=today)
+        with translated("rebuild the trend windows"):
+            async with writing(self.engine) as conn:
+                if await self._mark(conn, lock="update") >= today:
+                    return
+                await conn.execute(delete(package_windows))
+                await conn.execute(rebuilt)
+                await conn.execute(moved)
+        log.info("trend windows rebuilt to end on %s", today.isoformat())
 
     async def _ranked(self, query: Any) -> list[Ranked]:
         with translated("answer"):

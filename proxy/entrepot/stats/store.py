@@ -60,8 +60,11 @@ class StatsStore(Protocol):
         """The most downloaded versions of a package, all time, most first (ties by name)."""
         ...
 
-    async def trending(self, ecosystem: str, *, since: Day, limit: int = 1000) -> list[Ranked]:
-        """The most downloaded packages from ``since`` (inclusive) on, most first."""
+    async def trending(
+        self, ecosystem: str, *, days: int, today: Day, limit: int = 1000
+    ) -> list[Ranked]:
+        """The most downloaded packages over the ``days`` days ending ``today`` (and any later
+        day), most first, ties by name."""
         ...
 
     async def cached(self, ecosystem: str, package: str, version: str, size: int) -> None:

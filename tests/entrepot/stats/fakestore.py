@@ -7,6 +7,7 @@ after writing nothing — the contract says a raising ``add`` wrote nothing.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import Mapping
 
 from entrepot.errors import UnavailableError
@@ -78,8 +79,11 @@ class FakeStore:
                 by[v] = by.get(v, 0) + n
         return _ranked(by, limit)
 
-    async def trending(self, ecosystem: str, *, since: Day, limit: int = 1000) -> list[Ranked]:
+    async def trending(
+        self, ecosystem: str, *, days: int, today: Day, limit: int = 1000
+    ) -> list[Ranked]:
         self._read()
+        since = today - dt.timedelta(days=days - 1)
         by: dict[str, int] = {}
         for (e, p, _, d), n in self.counts.items():
             if e == ecosystem and d >= since:

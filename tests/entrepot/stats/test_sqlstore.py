@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, select, text, update
 from sqlalchemy.engine import make_url
 
 from entrepot.config import Settings, load_settings
 from entrepot.errors import ConfigError, UnavailableError, redact
-from entrepot.sql.engine import create_engine, database_url
+from entrepot.sql.engine import create_engine, database_url, reading, writing
 from entrepot.sql.migrate import current_revision, head_revision, migrate
 from entrepot.stats.sqlstore import (
     SqlStatsStore,
@@ -28,14 +28,25 @@ from entrepot.stats.sqlstore import (
     downloads,
     open_store,
     package_days,
+    package_windows,
     prepare_stats,
+    stats_marks,
     version_totals,
 )
 from entrepot.stats.store import CountKey, Inventory, Ranked
 from support.postgres import SKIP_VARIABLE, Postgres, running_postgres, unavailable_reason
 
 TABLES = {
-    t.name: t for t in (downloads, package_days, version_totals, cached_versions, cache_hosts)
+    t.name: t
+    for t in (
+        downloads,
+        package_days,
+        version_totals,
+        cached_versions,
+        cache_hosts,
+        package_windows,
+        stats_marks,
+    )
 }
 D1, D2, D3, D4 = (dt.date(2026, 3, d) for d in (1, 2, 3, 4))
 _names = itertools.count()
@@ -118,7 +129,9 @@ async def test_two_writers_add_up(db_url: str | None, tmp_path: Path) -> None:
         per_module[module] = per_module.get(module, 0) + expected_per_key
     for module, want in per_module.items():
         assert await stores[0].total("go", module) == want
-    assert sum(r.count for r in await stores[1].trending("go", since=D1)) == 59 * len(distinct)
+    assert sum(r.count for r in await stores[1].trending("go", days=4, today=D4)) == 59 * len(
+        distinct
+    )
     for s in stores:
         await s.close()
 
@@ -164,21 +177,21 @@ async def test_counts_answer_exactly(store: SqlStatsStore) -> None:
     assert await store.top_versions("go", "example.com/a", limit=1) == [Ranked("v1.0.0", 5)]
     assert await store.top_versions("go", "example.com/never") == []
 
-    assert await store.trending("go", since=D1) == [
+    assert await store.trending("go", days=4, today=D4) == [
         Ranked("example.com/a", 12),
         Ranked("example.com/b", 11),
         Ranked("example.com/c", 11),
     ]
-    assert await store.trending("go", since=D2, limit=2) == [
+    assert await store.trending("go", days=3, today=D4, limit=2) == [
         Ranked("example.com/b", 11),
         Ranked("example.com/c", 11),
     ]
-    assert await store.trending("go", since=D4) == [
+    assert await store.trending("go", days=1, today=D4) == [
         Ranked("example.com/c", 11),
         Ranked("example.com/a", 2),
     ]
-    assert await store.trending("go", since=D4 + dt.timedelta(days=1)) == []
-    assert await store.trending("npm", since=D1) == [Ranked("example.com/a", 100)]
+    assert await store.trending("go", days=1, today=D4 + dt.timedelta(days=1)) == []
+    assert await store.trending("npm", days=4, today=D4) == [Ranked("example.com/a", 100)]
 
 
 async def test_large_flush_in_chunks(store: SqlStatsStore) -> None:
@@ -187,7 +200,7 @@ async def test_large_flush_in_chunks(store: SqlStatsStore) -> None:
         ("go", f"example.com/m{i}", "v1.0.0", D1): 1 for i in range(7001)
     }
     await store.add(counts)
-    ranked = await store.trending("go", since=D1, limit=10_000)
+    ranked = await store.trending("go", days=1, today=D1, limit=10_000)
     assert len(ranked) == 7001
     assert {r.count for r in ranked} == {1}
 
@@ -435,14 +448,17 @@ async def test_password_file_connects(postgres: Postgres, tmp_path: Path) -> Non
     await store.close()
 
 
-async def test_trending_is_exact_across_today_and_closed_days(
+async def test_trending_is_exact_across_windows_days_and_rebuilds(
     db_url: str | None, tmp_path: Path
 ) -> None:
-    """trending() keeps the closed days' totals per process and adds today's rows: after
-    writes of today and of closed days (its own, late ones), it equals a brute-force sum."""
+    """The trends kept in package_windows (2, 7 and 30 days) and those summed from package_days
+    (any other length, or a day before the windows' mark) equal a brute-force sum: after
+    flushes of today and of earlier days from two workers, after the day changes (the first
+    reader rebuilds the windows), with a flush racing that rebuild, and for a reader whose
+    clock is a day behind."""
     today = dt.datetime.now(dt.UTC).date()
     store = open_store(db_url, tmp_path)
-    other = open_store(db_url, tmp_path)  # another worker, for writes of today
+    other = open_store(db_url, tmp_path)  # another worker
     truth: dict[CountKey, int] = {}
 
     async def add(s: SqlStatsStore, counts: dict[CountKey, int]) -> None:
@@ -450,22 +466,35 @@ async def test_trending_is_exact_across_today_and_closed_days(
         for key, n in counts.items():
             truth[key] = truth.get(key, 0) + n
 
-    def brute(since: dt.date, limit: int) -> list[Ranked]:
+    def brute(since: dt.date, limit: int, ecosystem: str = "go") -> list[Ranked]:
         sums: dict[str, int] = {}
         for (e, p, _v, d), n in truth.items():
-            if e == "go" and d >= since:
+            if e == ecosystem and d >= since:
                 sums[p] = sums.get(p, 0) + n
         ranked = sorted(sums.items(), key=lambda item: (-item[1], item[0]))
         return [Ranked(p, n) for p, n in ranked[:limit]]
 
-    async def check() -> None:
-        for days in (0, 1, 6, 29, 40):
-            since = today - dt.timedelta(days=days)
+    async def check(day: dt.date = today) -> None:
+        for days in (1, 2, 7, 30, 41):
+            since = day - dt.timedelta(days=days - 1)
             for limit in (1, 3, 1000):
-                assert await store.trending("go", since=since, limit=limit) == brute(
-                    since, limit
-                ), (days, limit)
+                got = await store.trending("go", days=days, today=day, limit=limit)
+                assert got == brute(since, limit), (day, days, limit)
+        got = await other.trending("npm", days=7, today=day)
+        assert got == brute(day - dt.timedelta(days=6), 1000, "npm")
 
+    async def mark() -> dt.date:
+        async with reading(store.engine) as conn:
+            day: dt.date = (
+                await conn.execute(select(stats_marks.c.day).where(stats_marks.c.name == "windows"))
+            ).scalar_one()
+        return day
+
+    async def set_mark(day: dt.date) -> None:
+        async with writing(store.engine) as conn:
+            await conn.execute(update(stats_marks).values(day=day))
+
+    # Counts before the first trend call: the first reader rebuilds the windows from them.
     await add(
         store,
         {
@@ -473,14 +502,28 @@ async def test_trending_is_exact_across_today_and_closed_days(
             for i in range(1, 70)
         },
     )
+    assert await mark() == dt.date(1970, 1, 1)
     await check()
-    # Today's counts (from this process and another) lift packages past the cached order.
+    assert await mark() == today
+    # Flushes after it are added to the windows as they happen.
     await add(store, {("go", "example.com/m1", "v1.0.1", today): 500})
     await add(other, {("go", "example.com/m2", "v1.0.0", today): 400})
-    await check()
-    # A late flush of yesterday's counts from this process is seen at once.
     await add(store, {("go", "example.com/m3", "v1.0.1", today - dt.timedelta(days=1)): 900})
+    await add(store, {("go", "example.com/m4", "v1.0.1", today - dt.timedelta(days=6)): 950})
+    await add(store, {("go", "example.com/m5", "v1.0.1", today - dt.timedelta(days=7)): 990})
     await add(store, {("npm", "example.com/m3", "v1.0.1", today - dt.timedelta(days=2)): 9})
+    await check()
+    # A reader whose clock is a day behind the mark gets its own (summed) answer.
+    await check(today - dt.timedelta(days=1))
+    assert await mark() == today
+    # The day changed (seen as a mark three days old, with windows that only a rebuild fixes):
+    # a flush races the rebuild the first reader does; neither loses the other's counts.
+    async with writing(store.engine) as conn:
+        await conn.execute(update(package_windows).values(d2=7, d7=7, d30=7))
+    await set_mark(today - dt.timedelta(days=3))
+    late = {("go", f"example.com/r{i}", "v1.0.0", today): 1000 + i for i in range(50)}
+    await asyncio.gather(add(other, late), store.trending("go", days=30, today=today))
+    assert await mark() == today
     await check()
     await store.close()
     await other.close()
