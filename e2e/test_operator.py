@@ -233,6 +233,18 @@ def test_a_mirror_becomes_ready_with_owned_children(kube: Any, ns: str) -> None:
         ({"service": {"type": "Weird"}}, 'Unsupported value: "Weird"'),
         ({"replicas": 3}, "replicas > 1 needs a shared cache"),
         (
+            {"replicas": 3, "storage": {"accessMode": "ReadWriteMany"}},
+            "replicas > 1 counts downloads in one shared database",
+        ),
+        (
+            {"stats": {"database": "postgresql://u:secret@db.example.com/entrepot"}},
+            "spec.stats.database",
+        ),
+        (
+            {"stats": {"passwordSecret": {"secretName": "db", "key": "password"}}},
+            "stats.passwordSecret needs stats.database",
+        ),
+        (
             {
                 "go": {
                     "proxy": "https://proxy.example.com",

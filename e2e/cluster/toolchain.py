@@ -9,6 +9,10 @@ binary and version stamp are present is skipped. Uses the machine's go toolchain
     python3 e2e/cluster/toolchain.py            # build what is missing, print the bin folder
     python3 e2e/cluster/toolchain.py --check    # exit 1 if anything is missing, build nothing
 
+The Prometheus Operator's ServiceMonitor and PrometheusRule CRDs come the same way: its Go
+module at PROMETHEUS_OPERATOR, copied out of the module cache (``monitoring_crds()``), so the
+chart's monitoring objects are checked against the real schemas, not a copy kept in this repo.
+
 Why wrapper modules: ``go install k8s.io/kubernetes/cmd/kube-apiserver@vX`` fails because
 k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces them with local folders.
 A small module that requires k8s.io/kubernetes and replaces every staging module with its
@@ -33,6 +37,7 @@ KUBERNETES = "v1.36.3"
 ETCD = "v3.6.16"
 KWOK = "v0.8.0"
 HELM = "v3.21.4"
+PROMETHEUS_OPERATOR = "v0.94.0"
 
 KUBE_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 KWOK_STAGES = (
@@ -41,6 +46,10 @@ KWOK_STAGES = (
     "kustomize/stage/pod/fast/pod-ready.yaml",
     "kustomize/stage/pod/fast/pod-complete.yaml",
     "kustomize/stage/pod/fast/pod-delete.yaml",
+)
+MONITORING_CRDS = (
+    "example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml",
+    "example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml",
 )
 
 
@@ -96,16 +105,20 @@ def run(cmd: list[str], *, cwd: Path | None = None, label: str) -> str:
 
 
 def module_info(path: str, version: str) -> dict[str, str]:
-    out = subprocess.run(
-        ["go", "mod", "download", "-json", f"{path}@{version}"],
-        env=_env(),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    info = json.loads(out.stdout or "{}")
+    """``go mod download -json`` of one module version: its "Dir", "GoMod", ... (cached by go
+    in its module cache; verified against the checksum database the user's go consults)."""
+    cmd = ["go", "mod", "download", "-json", f"{path}@{version}"]
+    out = subprocess.run(cmd, env=_env(), capture_output=True, text=True, check=False)
+    try:
+        info: dict[str, str] = json.loads(out.stdout or "{}")
+    except json.JSONDecodeError:
+        info = {"Error": out.stdout.strip()}
     if out.returncode != 0 or "Error" in info:
-        raise SystemExit(f"[toolchain] cannot download {path}@{version}: {info or out.stderr}")
+        raise SystemExit(
+            f"[toolchain] cannot download {path}@{version}:"
+            f" `GOTOOLCHAIN=local GOFLAGS=-mod=mod {' '.join(cmd)}`"
+            f" exited {out.returncode}: {info.get('Error', '')}\n{out.stderr.strip()}".rstrip()
+        )
     return info
 
 
@@ -260,7 +273,45 @@ def build_helm() -> None:
     _stamp("helm", HELM)
 
 
-STEPS = {"kwok": build_kwok, "helm": build_helm, "etcd": build_etcd, "kubernetes": build_kubernetes}
+def monitoring_crds_dir() -> Path:
+    return cache_root() / f"prometheus-operator-{PROMETHEUS_OPERATOR}-crds"
+
+
+def monitoring_crds() -> list[Path]:
+    """The ServiceMonitor and PrometheusRule CRDs of the Prometheus Operator at
+    PROMETHEUS_OPERATOR, downloaded (once) with the go command.
+
+    Copied out of the module cache into the tools' cache folder, so a later call needs neither
+    go nor the network. Raises SystemExit with the go command and its error when it cannot.
+    """
+    folder = monitoring_crds_dir()
+    paths = [folder / Path(name).name for name in MONITORING_CRDS]
+    if all(p.is_file() for p in paths):
+        return paths
+    module = "github.com/prometheus-operator/prometheus-operator"
+    source = Path(module_info(module, PROMETHEUS_OPERATOR)["Dir"])
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, target in zip(MONITORING_CRDS, paths, strict=True):
+        if not (source / name).is_file():
+            raise SystemExit(f"[toolchain] {module}@{PROMETHEUS_OPERATOR} has no {name}")
+        partial = target.with_suffix(".part")
+        shutil.copyfile(source / name, partial)
+        partial.replace(target)  # never a half-written CRD for the next caller
+    return paths
+
+
+def fetch_monitoring_crds() -> None:
+    for path in monitoring_crds():
+        say(f"prometheus-operator {PROMETHEUS_OPERATOR}: {path}")
+
+
+STEPS = {
+    "kwok": build_kwok,
+    "helm": build_helm,
+    "etcd": build_etcd,
+    "kubernetes": build_kubernetes,
+    "monitoring-crds": fetch_monitoring_crds,
+}
 
 
 def missing() -> list[str]:

@@ -10,6 +10,7 @@ not exist yet are added with those features.
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -22,7 +23,9 @@ from entrepot.config import (
     GoSettings,
     Limits,
     Route,
+    StatsSettings,
     SumdbSettings,
+    _check_database,
     _check_key,
     _check_patterns,
     _check_proxy_list,
@@ -218,6 +221,52 @@ class Ingress(_Spec):
     tls_secret_name: str | None = Field(default=None, description="TLS Secret for the host.")
 
 
+# A database URL in the spec is readable by everyone who can read the ModuleMirror: its
+# password must come from a Secret (passwordSecret), never from the URL.
+DATABASE_URL_PATTERN = r"^[a-z][a-z0-9+]*://([^:@/]*@)?[^@]*$"
+PASSWORD_IN_URL = (
+    "stats.database must not hold a password (anyone who can read the ModuleMirror would see"
+    " it): put it in a Secret and name it in stats.passwordSecret"
+)
+
+
+class Stats(_Spec):
+    """Download statistics (the server's `stats` settings), the stats API and its database."""
+
+    enabled: bool = _same(StatsSettings, "enabled")
+    database: str | None = Field(
+        default=None,
+        description=(
+            "SQLAlchemy URL of a PostgreSQL database shared by the replicas, without a"
+            " password: 'postgresql://entrepot@db.example.com:5432/entrepot'. Unset: an"
+            " SQLite file in the cache volume, which needs replicas: 1."
+        ),
+        json_schema_extra={"pattern": DATABASE_URL_PATTERN},
+    )
+    password_secret: SecretKeyRef | None = Field(
+        default=None,
+        description="A Secret key holding the database password, mounted into the pods.",
+    )
+    flush_interval: Duration = _same(StatsSettings, "flush_interval")
+
+    @field_validator("database")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        _check_database(value)
+        if value is not None and not re.match(DATABASE_URL_PATTERN, value):
+            raise ValueError(PASSWORD_IN_URL)
+        return value
+
+    @model_validator(mode="after")
+    def _password_needs_database(self) -> Stats:
+        if self.password_secret is not None and not (self.database or "").startswith("postgresql"):
+            raise ValueError(PASSWORD_NEEDS_POSTGRES)
+        return self
+
+
+PASSWORD_NEEDS_POSTGRES = "stats.passwordSecret needs stats.database: a PostgreSQL URL"
+
+
 class Monitoring(_Spec):
     service_monitor: bool = Field(
         default=True,
@@ -254,6 +303,7 @@ class ModuleMirrorSpec(_Spec):
     service: Service = Field(default_factory=Service)
     ingress: Ingress | None = Field(default=None, description="Expose through an Ingress.")
     monitoring: Monitoring = Field(default_factory=Monitoring)
+    stats: Stats = Field(default_factory=Stats)
     resources: dict[str, Any] | None = _free_form("Container resources (requests/limits).")
     node_selector: dict[str, str] | None = Field(default=None, description="Pod nodeSelector.")
     tolerations: list[dict[str, Any]] | None = _free_form("Pod tolerations.")
@@ -270,12 +320,19 @@ class ModuleMirrorSpec(_Spec):
             and (self.storage.access_mode != "ReadWriteMany")
         ):
             raise ValueError(REPLICAS_NEED_SHARED_STORAGE)
+        if self.replicas > 1 and self.stats.enabled and self.stats.database is None:
+            raise ValueError(REPLICAS_NEED_A_STATS_DATABASE)
         return self
 
 
 REPLICAS_NEED_SHARED_STORAGE = (
     "replicas > 1 needs a shared cache: set storage.accessMode: ReadWriteMany"
     " (a ReadWriteOnce volume can be mounted by one node only), or use storage.emptyDir"
+)
+
+REPLICAS_NEED_A_STATS_DATABASE = (
+    "replicas > 1 counts downloads in one shared database: set stats.database (PostgreSQL),"
+    " or stats.enabled: false (an SQLite file cannot be shared by pods)"
 )
 
 # Cross-field rules the API server checks itself (CEL), so a bad spec never reaches us.
@@ -286,6 +343,19 @@ SPEC_RULES = [
         "message": REPLICAS_NEED_SHARED_STORAGE,
         "fieldPath": ".storage.accessMode",
     },
+    {
+        "rule": "self.replicas <= 1 || (has(self.stats) && (has(self.stats.database)"
+        " || (has(self.stats.enabled) && !self.stats.enabled)))",
+        "message": REPLICAS_NEED_A_STATS_DATABASE,
+        "fieldPath": ".stats.database",
+    },
+]
+STATS_RULES = [
+    {
+        "rule": "!has(self.passwordSecret) || (has(self.database)"
+        " && self.database.startsWith('postgresql'))",
+        "message": PASSWORD_NEEDS_POSTGRES,
+    }
 ]
 ROUTE_RULES = [
     {

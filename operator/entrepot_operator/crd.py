@@ -18,6 +18,7 @@ from entrepot_operator.api import (
     DATABASE_RULES,
     ROUTE_RULES,
     SPEC_RULES,
+    STATS_RULES,
     ModuleMirrorSpec,
     ModuleMirrorStatus,
 )
@@ -93,6 +94,7 @@ def _spec_schema() -> dict[str, Any]:
     route["x-kubernetes-validations"] = ROUTE_RULES
     databases = schema["properties"]["go"]["properties"]["sumdb"]["properties"]["databases"]
     databases["items"]["x-kubernetes-validations"] = DATABASE_RULES
+    schema["properties"]["stats"]["x-kubernetes-validations"] = STATS_RULES
     # Distinct names, checked by the API server: a list keyed by name.
     databases["x-kubernetes-list-type"] = "map"
     databases["x-kubernetes-list-map-keys"] = ["name"]

@@ -313,6 +313,7 @@ def build_mirror(
         else settings.limits.model_copy(update={"max_fetches": max_fetches}),
         sums=sumdb if sumdb.databases else None,
         published=stats.inventory.published if stats is not None else None,
+        removed=stats.inventory.removed if stats is not None else None,
     )
     handlers = GoHandlers(service, settings.go.cache)
 

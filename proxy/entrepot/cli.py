@@ -129,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _purge(settings: Settings, targets: Sequence[str]) -> int:
     from entrepot.gomod.module import canonical_version, check_path
     from entrepot.gomod.service import purge_keys
-    from entrepot.maintenance import forget_purged
+    from entrepot.maintenance import forget_removed
     from entrepot.storage.base import check_key
 
     data_dir = settings.data_dir
@@ -162,7 +162,7 @@ def _purge(settings: Settings, targets: Sequence[str]) -> int:
                     zips.append((module, version))
         if not removed:
             print(f"{target}: nothing cached")
-    failed = forget_purged(settings, zips)
+    failed = forget_removed(settings, zips)
     if failed is not None:
         print(
             f"entrepot: warning: the statistics inventory was not updated ({failed}); the"
@@ -173,7 +173,7 @@ def _purge(settings: Settings, targets: Sequence[str]) -> int:
 
 
 def _verify(settings: Settings, *, remove: bool) -> int:
-    from entrepot.maintenance import verify_cache
+    from entrepot.maintenance import forget_removed, verify_cache
 
     if not settings.go.sumdb.databases:
         print("entrepot: no checksum database configured (go.sumdb)", file=sys.stderr)
@@ -186,6 +186,13 @@ def _verify(settings: Settings, *, remove: bool) -> int:
     for line in report.lines:
         print(line)
     print(", ".join(f"{n} {outcome}" for outcome, n in report.counts.items()))
+    failed = forget_removed(settings, report.removed_zips)
+    if failed is not None:
+        print(
+            f"entrepot: warning: the statistics inventory was not updated ({failed}); the"
+            " mirror corrects it when it next starts",
+            file=sys.stderr,
+        )
     return 1 if report.counts["mismatch"] else 0
 
 

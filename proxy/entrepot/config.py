@@ -31,6 +31,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     ValidationError,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -649,6 +650,11 @@ def _check_database(value: str | None) -> str | None:
     return value
 
 
+# Validation context key: False when a config is rendered for a pod (entrepot-operator), where
+# the files of mounted Secrets exist and this process must not (and cannot) read them.
+READ_SECRETS = "read_secrets"
+
+
 class StatsSettings(_Model):
     """Download statistics: counted in memory by each worker, flushed to a SQL database."""
 
@@ -692,12 +698,14 @@ class StatsSettings(_Model):
         return path.absolute() if path is not None else None
 
     @model_validator(mode="after")
-    def _password_from_file(self) -> StatsSettings:
+    def _password_from_file(self, info: ValidationInfo) -> StatsSettings:
         path = self.database_password_file
         if path is None:
             return self
         if self.database is None or not self.database.startswith("postg"):
             raise ValueError("database_password_file needs a PostgreSQL URL in stats.database")
+        if not (info.context or {}).get(READ_SECRETS, True):
+            return self  # rendered for another machine (the operator): the file is there
         try:
             password = path.read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as e:

@@ -37,6 +37,7 @@ class Report:
         default_factory=lambda: {"verified": 0, "mismatch": 0, "unchecked": 0, "unverifiable": 0}
     )
     lines: list[str] = field(default_factory=list)
+    removed_zips: list[tuple[str, str]] = field(default_factory=list)  # (module, version)
 
 
 def cached_files(data_dir: Path) -> Iterator[tuple[str, str, Literal["mod", "zip"], Path]]:
@@ -77,6 +78,8 @@ async def verify_cache(settings: Settings, *, remove: bool = False) -> Report:
                     )
                     if remove:
                         _remove(path, kind)
+                        if kind == "zip":
+                            report.removed_zips.append((module, version))
                     continue
                 except EntrepotError as e:
                     report.counts["unverifiable"] += 1
@@ -95,6 +98,8 @@ async def verify_cache(settings: Settings, *, remove: bool = False) -> Report:
                 )
                 if remove:
                     _remove(path, kind)
+                    if kind == "zip":
+                        report.removed_zips.append((module, version))
         finally:
             storage.close()
     return report
@@ -142,8 +147,9 @@ def reset_sumdb(data_dir: Path, name: str) -> list[Path]:
     return removed
 
 
-def forget_purged(settings: Settings, versions: Collection[tuple[str, str]]) -> str | None:
-    """Remove purged module zips (module, version) from the statistics inventory
+def forget_removed(settings: Settings, versions: Collection[tuple[str, str]]) -> str | None:
+    """Remove module zips (module, version) that ``entrepot purge`` or ``entrepot verify
+    --remove`` deleted from the statistics inventory
     (``/stats/summary``). Returns an error message when the store could not be told; the walk
     of the cache at the next start of the mirror corrects the inventory then."""
     if not settings.stats.enabled or not versions:

@@ -3,6 +3,7 @@ API server accepts (structural: no refs, no unions, no additionalProperties: fal
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from pydantic import ValidationError
 
 from entrepot.config import KEY_PATTERN, Route
 from entrepot.sumdb.note import generate_key
-from entrepot_operator.api import ModuleMirrorSpec
+from entrepot_operator.api import SPEC_RULES, ModuleMirrorSpec
 from entrepot_operator.crd import crd, crd_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,8 +74,11 @@ def _spec(**extra: Any) -> dict[str, Any]:
 
 
 def test_the_python_model_applies_the_same_rules_as_the_cel_ones() -> None:
-    ModuleMirrorSpec.model_validate(_spec(replicas=3, storage={"accessMode": "ReadWriteMany"}))
-    ModuleMirrorSpec.model_validate(_spec(replicas=3, storage={"emptyDir": {}}))
+    off = {"enabled": False}
+    ModuleMirrorSpec.model_validate(
+        _spec(replicas=3, storage={"accessMode": "ReadWriteMany"}, stats=off)
+    )
+    ModuleMirrorSpec.model_validate(_spec(replicas=3, storage={"emptyDir": {}}, stats=off))
     with pytest.raises(ValidationError, match="replicas > 1 needs a shared cache"):
         ModuleMirrorSpec.model_validate(_spec(replicas=3))
     with pytest.raises(ValidationError, match="exactly one of 'proxy'"):
@@ -88,6 +92,55 @@ def test_the_python_model_applies_the_same_rules_as_the_cel_ones() -> None:
         )
     with pytest.raises(ValidationError):
         ModuleMirrorSpec.model_validate({"go": {"proxy": "ftp://nope.example.com"}})
+
+
+def test_statistics_with_replicas_need_a_shared_database() -> None:
+    rwx = {"accessMode": "ReadWriteMany"}
+    with pytest.raises(ValidationError, match="counts downloads in one shared database"):
+        ModuleMirrorSpec.model_validate(_spec(replicas=3, storage=rwx))
+    ModuleMirrorSpec.model_validate(_spec(replicas=3, storage=rwx, stats={"enabled": False}))
+    ModuleMirrorSpec.model_validate(
+        _spec(
+            replicas=3,
+            storage=rwx,
+            stats={"database": "postgresql://entrepot@db.example.com:5432/entrepot"},
+        )
+    )
+    # The CEL rule says the same: its text is the model's message.
+    (rule,) = [r for r in SPEC_RULES if "shared database" in r["message"]]
+    assert "has(self.stats.database)" in rule["rule"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://entrepot:hunter2@db.example.com:5432/entrepot",
+        "postgresql+asyncpg://:hunter2@db.example.com/entrepot",
+    ],
+)
+def test_a_password_in_the_database_url_is_refused(url: str) -> None:
+    with pytest.raises(ValidationError, match="must not hold a password"):
+        ModuleMirrorSpec.model_validate(_spec(stats={"database": url}))
+    stats = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"][
+        "properties"
+    ]["stats"]
+    pattern = stats["properties"]["database"]["pattern"]
+    assert not re.match(pattern, url)
+    assert re.match(pattern, "postgresql://entrepot@db.example.com:5432/entrepot")
+    assert re.match(pattern, "postgresql://db.example.com/entrepot?sslmode=require")
+
+
+def test_a_password_secret_needs_a_postgresql_database() -> None:
+    secret = {"secretName": "db", "key": "password"}
+    with pytest.raises(ValidationError, match=r"passwordSecret needs stats\.database"):
+        ModuleMirrorSpec.model_validate(_spec(stats={"passwordSecret": secret}))
+    ModuleMirrorSpec.model_validate(
+        _spec(stats={"database": "postgresql://u@db.example.com/e", "passwordSecret": secret})
+    )
+    stats = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"][
+        "properties"
+    ]["stats"]
+    assert stats["x-kubernetes-validations"][0]["message"].startswith("stats.passwordSecret")
 
 
 def test_examples_in_the_crd_file_parse_as_yaml() -> None:

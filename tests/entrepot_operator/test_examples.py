@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from entrepot.config import Settings
+from entrepot.config import READ_SECRETS, Settings
 from entrepot_operator.api import ModuleMirrorSpec
 from entrepot_operator.render import Owner, render_all
 
@@ -29,7 +29,7 @@ def rendered(path: Path) -> tuple[dict[str, Any], Settings]:
         spec, OWNER, image="registry.example.com/e:1", service_monitor_available=False
     )
     config = yaml.safe_load(children["ConfigMap"]["data"]["config.yaml"])
-    return children, Settings.model_validate(config)
+    return children, Settings.model_validate(config, context={READ_SECRETS: False})
 
 
 def test_the_examples_are_found() -> None:

@@ -7,11 +7,12 @@ from typing import Any
 import pytest
 import yaml
 
-from entrepot.config import Settings, SumdbSettings
+from entrepot.config import READ_SECRETS, Settings, SumdbSettings
 from entrepot.sumdb.note import generate_key
 from entrepot_operator.api import ModuleMirrorSpec
 from entrepot_operator.render import Owner, render_all
 from entrepot_operator.render.configmap import render_configmap
+from entrepot_operator.render.optional import target_labels
 from entrepot_operator.render.service import service_url
 
 OWNER = Owner(name="gomods", namespace="builds", uid="1234-uid")
@@ -150,7 +151,9 @@ def test_credentials_are_mounted_by_reference_only() -> None:
 
 
 def test_replicas_get_a_disruption_budget_and_a_rolling_update() -> None:
-    out = children(spec(replicas=3, storage={"accessMode": "ReadWriteMany"}))
+    out = children(
+        spec(replicas=3, storage={"accessMode": "ReadWriteMany"}, stats={"enabled": False})
+    )
     assert out["PodDisruptionBudget"] is not None
     assert out["PodDisruptionBudget"]["spec"]["maxUnavailable"] == 1
     assert out["Deployment"]["spec"]["strategy"] == {"type": "RollingUpdate"}
@@ -190,7 +193,8 @@ CORP_KEY = generate_key("sum.corp.example.com")[1]
 def config_of(s: ModuleMirrorSpec) -> tuple[dict[str, Any], Settings]:
     """The rendered config file, raw and as the server reads it."""
     raw = yaml.safe_load(render_configmap(s, OWNER)[0]["data"]["config.yaml"])
-    return raw, Settings.model_validate(raw)
+    # As the server validates it, but here, where the mounted Secrets' files do not exist.
+    return raw, Settings.model_validate(raw, context={READ_SECRETS: False})
 
 
 def test_an_absent_sumdb_renders_nothing_so_the_server_asks_its_go_environment() -> None:
@@ -296,3 +300,44 @@ def test_a_key_from_a_secret_is_mounted_read_only_and_named_by_key_file() -> Non
     moved = two_databases("team-sumdb-2")
     assert render_configmap(moved, OWNER)[1] == render_configmap(s, OWNER)[1]
     assert pod_of(moved)["volumes"] != pod["volumes"]
+
+
+def test_statistics_settings_and_the_database_password_secret() -> None:
+    s = spec(
+        stats={
+            "database": "postgresql://entrepot@db.example.com:5432/entrepot",
+            "passwordSecret": {"secretName": "stats-db", "key": "password"},
+            "flushInterval": "10s",
+        }
+    )
+    _, parsed = config_of(s)
+    assert parsed.stats.enabled is True
+    assert parsed.stats.database == "postgresql://entrepot@db.example.com:5432/entrepot"
+    assert str(parsed.stats.database_password_file) == "/etc/entrepot/secrets/stats-password"
+    assert parsed.stats.flush_interval == 10.0
+    projected = next(v for v in pod_of(s)["volumes"] if v["name"] == "credentials")["projected"]
+    assert {
+        "secret": {"name": "stats-db", "items": [{"key": "password", "path": "stats-password"}]}
+    } in projected["sources"]
+    # Defaults: counted into the SQLite file of the cache volume; nothing mounted for it.
+    _, parsed = config_of(spec())
+    assert (parsed.stats.enabled, parsed.stats.database) == (True, None)
+    assert parsed.stats.database_password_file is None
+    assert "credentials" not in {v["name"] for v in pod_of(spec())["volumes"]}
+    _, parsed = config_of(spec(stats={"enabled": False}))
+    assert parsed.stats.enabled is False
+
+
+def test_the_service_monitor_labels_series_as_the_alerts_select_them() -> None:
+    monitor = children(spec(), monitor=True)["ServiceMonitor"]
+    assert monitor["spec"]["targetLabels"] == [
+        "app.kubernetes.io/part-of",
+        "app.kubernetes.io/component",
+    ]
+    service = children(spec())["Service"]
+    for name in monitor["spec"]["targetLabels"]:
+        assert name in service["metadata"]["labels"], name
+    assert target_labels(OWNER) == {
+        "app_kubernetes_io_part_of": "entrepot",
+        "app_kubernetes_io_component": "module-mirror",
+    }

@@ -22,6 +22,8 @@ import httpx
 import pytest
 import yaml
 
+from entrepot_operator.render.meta import Owner
+from entrepot_operator.render.optional import target_labels
 from support import prometheus
 from support.gocmd import GoClient
 from support.servers import Server, running_server
@@ -106,7 +108,11 @@ def test_dashboards_and_alerts_evaluate_against_a_real_prometheus(
     ) as mirror:
         drive_traffic(tmp_path, mirror)
         target = mirror.url.removeprefix("http://").rstrip("/")
-        with prometheus.running_prometheus([target], job=JOB, namespace=NAMESPACE) as prom:
+        # The labels the operator's ServiceMonitor copies onto the series of a mirror.
+        labels = target_labels(Owner(name=JOB, namespace=NAMESPACE, uid="uid-1"))
+        with prometheus.running_prometheus(
+            [target], job=JOB, namespace=NAMESPACE, labels=labels
+        ) as prom:
             queries = panel_queries()
             assert len(queries) >= 20
             pending = {q for q in queries if q[0] not in NO_DATA_EXPECTED}
@@ -122,4 +128,9 @@ def test_dashboards_and_alerts_evaluate_against_a_real_prometheus(
             for alert in alerts:
                 answer = prom.query(alert["expr"])
                 assert answer["status"] == "success", (alert["alert"], answer)
+            # The alerts' default selector picks the series of a mirror the operator monitors.
+            (no_replica,) = [a for a in alerts if a["alert"] == "EntrepotNoReadyReplica"]
+            up = no_replica["expr"].split("==")[0].strip()
+            assert prom.query(up)["data"]["result"], up
+            assert prom.query(f"{up} == 1")["data"]["result"], up
             assert prom.query("not a query(")["status"] == "error"

@@ -8,6 +8,7 @@ lookup and tile it needs must come through ``<mirror>/sumdb/<name>/``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import shutil
@@ -390,14 +391,41 @@ def test_cache_from_before_verification_is_checked_by_verify_and_on_its_next_ser
     with running_server(
         tmp_path, proxy=world.upstream.url, name="verifying", data_dir=data, env=env
     ) as mirror:
+        assert _cached_versions(mirror) == 2  # the start-up walk is done
         r = httpx.get(f"{mirror.url}/example.com/hello/@v/v1.0.0.zip")
         assert r.status_code == 502, r.text
         assert "checksum mismatch" in r.text
         assert not (cached / "v1.0.0.zip").exists()
+        assert _cached_versions(mirror, until=1) == 1  # the removal reached /stats/summary
         assert httpx.get(f"{mirror.url}/example.com/hello/@v/v1.1.0.zip").status_code == 200
 
     done = _cli("verify", "--data", str(data), env=env)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _cached_versions(mirror: Server, *, until: int | None = None) -> int:
+    """/stats/summary's module_version_count, once the start-up walk has written it (and,
+    with ``until``, once it says that): answers are kept 5 s per worker."""
+    deadline = time.monotonic() + 15
+    while True:
+        count = httpx.get(f"{mirror.url}/stats/summary").json()["module_version_count"]
+        if (count if until is None else count == until) or time.monotonic() > deadline:
+            return int(count)
+        time.sleep(0.25)
+
+
+def _inventory(data: Path) -> int:
+    """The versions in the statistics inventory of a stopped mirror's data directory."""
+    from entrepot.stats.sqlstore import open_store
+
+    async def versions() -> int:
+        store = open_store(None, data)
+        try:
+            return (await store.inventory("go")).versions
+        finally:
+            await store.close()
+
+    return asyncio.run(versions())
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -451,7 +479,10 @@ def test_verify_reports_and_removes_versions_the_database_does_not_know(
         assert done.returncode == 1, done.stdout + done.stderr
         assert "NOT IN DATABASE example.com/hello@v1.0.0 zip" in done.stdout
         assert (cached / "v1.0.0.zip").exists()
+        assert _inventory(data) == 1
         done = _cli("verify", "--data", str(data), "--remove", env=env)
         assert done.returncode == 1
         assert not (cached / "v1.0.0.zip").exists()
         assert not (cached / "v1.0.0.ziphash").exists()
+        assert _inventory(data) == 0  # and out of /stats/summary
+        assert "warning" not in done.stderr, done.stderr

@@ -5,7 +5,9 @@ the CRD's schema.
 (kwok marks the operator pods Ready without running them, so no image is pulled); then the API
 server's own authorizer answers a SubjectAccessReview for every permission of
 helmchart.RULES (allowed) and for a list of near misses (denied); the examples pass a
-server-side dry run with strict field validation against the chart's CRD.
+server-side dry run with strict field validation against the chart's CRD. With the Prometheus
+Operator's own CRDs installed (the version pinned in e2e/cluster/toolchain.py), the chart's
+PrometheusRule and dashboards install, and the operator's ServiceMonitor is accepted as rendered.
 
 Uses ENTREPOT_E2E_KUBECONFIG when set, else starts the local control plane of e2e/cluster/ for
 this module and stops it afterwards.
@@ -13,6 +15,7 @@ this module and stops it afterwards.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -20,6 +23,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -39,6 +43,10 @@ from helmchart import (
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from entrepot_operator.api import ModuleMirrorSpec
+from entrepot_operator.render.meta import Owner
+from entrepot_operator.render.optional import TARGET_LABELS, render_service_monitor
+
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(
@@ -48,15 +56,22 @@ pytestmark = [
 ]
 
 
+def cluster_module(name: str) -> ModuleType:
+    """A module of e2e/cluster/ (scripts, not a package)."""
+    folder = str(REPO / "e2e" / "cluster")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return __import__(name)
+
+
 @pytest.fixture(scope="module")
 def kubeconfig() -> Iterator[str]:
     external = os.environ.get("ENTREPOT_E2E_KUBECONFIG")
     if external:
         yield external
         return
-    sys.path.insert(0, str(REPO / "e2e" / "cluster"))
-    import controlplane
-    import toolchain
+    controlplane = cluster_module("controlplane")
+    toolchain = cluster_module("toolchain")
 
     missing = toolchain.missing()
     if missing:
@@ -90,6 +105,25 @@ def wait_for(probe: Callable[[], Any], timeout: float, what: str) -> Any:
             return result
         time.sleep(0.2)
     raise AssertionError(f"{what} not reached within {timeout}s (last error: {last})")
+
+
+def established(api: client.ApiClient, crd: str) -> bool:
+    found = client.ApiextensionsV1Api(api).read_custom_resource_definition(crd)
+    conditions = found.status.conditions or []
+    return any(c.type == "Established" and c.status == "True" for c in conditions)
+
+
+def kubectl_run(
+    kubeconfig: str, *args: str, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(tool("kubectl")), "--kubeconfig", kubeconfig, *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def make_namespace(api: client.ApiClient, name: str, *, restricted: bool = False) -> None:
@@ -264,14 +298,7 @@ def test_the_examples_fit_the_chart_crd(
 ) -> None:
     """Server-side dry run, strict field validation: unknown or misspelt fields fail."""
     helm(helm_home, kubeconfig, "install", "ops", str(CHART), "-n", names["release"])
-    extensions = client.ApiextensionsV1Api(api)
-
-    def established() -> bool:
-        crd = extensions.read_custom_resource_definition("modulemirrors.entrepot.dev")
-        conditions = crd.status.conditions or []
-        return any(c.type == "Established" and c.status == "True" for c in conditions)
-
-    wait_for(established, 30, "CRD established")
+    wait_for(lambda: established(api, "modulemirrors.entrepot.dev"), 30, "CRD established")
     kubectl = [str(tool("kubectl")), "--kubeconfig", kubeconfig, "-n", names["a"]]
     done = subprocess.run(
         [
@@ -291,7 +318,9 @@ def test_the_examples_fit_the_chart_crd(
     assert done.returncode == 0, done.stderr
     examples = sorted((CHART / "examples").glob("*.yaml"))
     documents = sum(len(load_yaml_documents(p)) for p in examples)
-    assert documents == 5  # four ModuleMirrors and the Secret of air-gapped.yaml
+    # four ModuleMirrors, the Secret of air-gapped.yaml and the database password of
+    # highly-available.yaml
+    assert documents == 6
     assert done.stdout.count("serverside-applied (server dry run)") == documents, done.stdout
 
     # And the same check refuses a wrong one, so it does check.
@@ -389,3 +418,144 @@ def test_the_documented_crd_upgrade_works_on_a_helm_installed_crd(
         restored = apply(CHART / "crds", "--force-conflicts")
         assert restored.returncode == 0, restored.stderr
         helm(helm_home, kubeconfig, "uninstall", "ops", "-n", names["release"])
+
+
+@pytest.fixture
+def prometheus_operator_crds(api: client.ApiClient, kubeconfig: str) -> Iterator[list[str]]:
+    """The Prometheus Operator's ServiceMonitor and PrometheusRule CRDs, from its Go module at
+    toolchain.PROMETHEUS_OPERATOR, for one test only: the other tests run without them (the
+    operator creates ServiceMonitors only where the CRD exists). A CRD the cluster already had
+    (ENTREPOT_E2E_KUBECONFIG) is used as it is and never deleted."""
+    files = cluster_module("toolchain").monitoring_crds()
+    extensions = client.ApiextensionsV1Api(api)
+    present = {crd.metadata.name for crd in extensions.list_custom_resource_definition().items}
+    crds = [load_yaml_documents(f)[0]["metadata"]["name"] for f in files]
+    ours = [(name, f) for name, f in zip(crds, files, strict=True) if name not in present]
+    try:
+        for _, path in ours:
+            # Server-side: these two would fit, but client-side apply's last-applied
+            # annotation (256 KiB at most) does not for the Prometheus Operator's larger CRDs.
+            done = kubectl_run(kubeconfig, "apply", "--server-side", "-f", str(path))
+            assert done.returncode == 0, done.stderr
+        for name in crds:
+            wait_for(lambda name=name: established(api, name), 30, f"{name} established")
+        yield crds
+    finally:
+        for name, _ in ours:
+            extensions.delete_custom_resource_definition(name)
+        for name, _ in ours:
+            wait_for(lambda name=name: gone(extensions, name), 60, f"{name} deleted")
+
+
+def gone(extensions: client.ApiextensionsV1Api, crd: str) -> bool:
+    try:
+        extensions.read_custom_resource_definition(crd)
+    except ApiException as e:
+        if e.status == 404:
+            return True
+        raise
+    return False
+
+
+PROMETHEUS_RULE_ALERTS = [
+    "EntrepotUpstreamFailing",
+    "EntrepotServingStale",
+    "EntrepotCacheVolumeNearlyFull",
+    "EntrepotNoReadyReplica",
+    "EntrepotStatsFlushFailing",
+]
+
+
+def test_monitoring_objects_fit_the_prometheus_operator_crds(
+    api: client.ApiClient,
+    kubeconfig: str,
+    helm_home: Path,
+    names: dict[str, str],
+    prometheus_operator_crds: list[str],
+) -> None:
+    """The chart's PrometheusRule and dashboards, and the operator's ServiceMonitor, against
+    the real CRDs in the real API server: accepted, and stored as sent (nothing pruned)."""
+    release, team = names["release"], names["a"]
+    monitoring = client.CustomObjectsApi(api)
+    helm(
+        helm_home,
+        kubeconfig,
+        "install",
+        "ops",
+        str(CHART),
+        "-n",
+        release,
+        *set_args({"dashboards.enabled": "true", "prometheusRule.enabled": "true"}),
+    )
+    try:
+        # The PrometheusRule: admitted by the real schema, five alerts, stored as rendered.
+        rule = monitoring.get_namespaced_custom_object(
+            "monitoring.coreos.com", "v1", release, "prometheusrules", "ops-entrepot"
+        )
+        alerts = [r["alert"] for group in rule["spec"]["groups"] for r in group["rules"]]
+        assert alerts == PROMETHEUS_RULE_ALERTS
+        manifest = helm(helm_home, kubeconfig, "get", "manifest", "ops", "-n", release).stdout
+        rendered = [d for d in yaml.safe_load_all(manifest) if d and d["kind"] == "PrometheusRule"]
+        assert [rule["spec"]] == [d["spec"] for d in rendered]
+
+        # The dashboards: one ConfigMap per JSON file, with the label Grafana's sidecar watches.
+        dashboards = sorted((CHART / "dashboards").glob("*.json"))
+        config_maps = client.CoreV1Api(api).list_namespaced_config_map(
+            release, label_selector="grafana_dashboard=1"
+        )
+        by_name = {cm.metadata.name: cm for cm in config_maps.items}
+        assert sorted(by_name) == [
+            f"ops-entrepot-dashboard-{p.stem.removeprefix('entrepot-')}" for p in dashboards
+        ]
+        for path in dashboards:
+            cm = by_name[f"ops-entrepot-dashboard-{path.stem.removeprefix('entrepot-')}"]
+            assert cm.metadata.labels["grafana_dashboard"] == "1"
+            dashboard = json.loads(cm.data[path.name])
+            assert dashboard["panels"], path.name
+            assert dashboard == json.loads(path.read_text())
+
+        # The ServiceMonitor exactly as the operator renders it, owned by a real ModuleMirror,
+        # created with strict field validation: an unknown field is refused, not pruned.
+        (example,) = load_yaml_documents(CHART / "examples" / "minimal.yaml")
+        mirror = monitoring.create_namespaced_custom_object(
+            "entrepot.dev", "v1alpha1", team, "modulemirrors", example
+        )
+        owner = Owner(
+            name=mirror["metadata"]["name"], namespace=team, uid=mirror["metadata"]["uid"]
+        )
+        monitor = render_service_monitor(ModuleMirrorSpec.model_validate(mirror["spec"]), owner)
+        created = kubectl_run(
+            kubeconfig, "create", "--validate=strict", "-f", "-", input=json.dumps(monitor)
+        )
+        assert created.returncode == 0, created.stderr
+        assert "warning" not in created.stderr.lower(), created.stderr
+        stored = monitoring.get_namespaced_custom_object(
+            "monitoring.coreos.com", "v1", team, "servicemonitors", owner.name
+        )
+        assert stored["spec"]["targetLabels"] == list(TARGET_LABELS)
+        assert stored["spec"] == monitor["spec"]
+        assert stored["metadata"]["labels"] == monitor["metadata"]["labels"]
+
+        # And the same checks refuse a wrong one, so they do check.
+        wrong_monitor = json.loads(json.dumps(monitor))
+        wrong_monitor["spec"]["targetLabel"] = wrong_monitor["spec"].pop("targetLabels")
+        (wrong_rule,) = rendered
+        wrong_rule["spec"]["groups"][0]["rules"][0]["for"] = "ten minutes"
+        for wrong, why in [
+            (wrong_monitor, 'unknown field "spec.targetLabel"'),
+            (wrong_rule, "should match"),
+        ]:
+            wrong["metadata"]["name"] = "wrong"
+            refused = kubectl_run(
+                kubeconfig,
+                "create",
+                "--dry-run=server",
+                "--validate=strict",
+                "-f",
+                "-",
+                input=json.dumps(wrong),
+            )
+            assert refused.returncode != 0, wrong["kind"]
+            assert why in refused.stderr, refused.stderr
+    finally:
+        helm(helm_home, kubeconfig, "uninstall", "ops", "-n", release, "--wait")

@@ -103,9 +103,14 @@ class Prometheus:
 
 @contextlib.contextmanager
 def running_prometheus(
-    targets: list[str], *, job: str = "entrepot", namespace: str = "test"
+    targets: list[str],
+    *,
+    job: str = "entrepot",
+    namespace: str = "test",
+    labels: dict[str, str] | None = None,
 ) -> Iterator[Prometheus]:
-    """Prometheus on 127.0.0.1 scraping ``targets``' /metrics every second; stopped by PID."""
+    """Prometheus on 127.0.0.1 scraping ``targets``' /metrics every second, their series
+    labelled ``namespace`` and ``labels`` (as a ServiceMonitor's targetLabels); stopped by PID."""
     prom = binary()
     assert prom is not None, unavailable_reason()
     with tempfile.TemporaryDirectory(prefix="entrepot-prom-") as tmp:
@@ -116,7 +121,9 @@ def running_prometheus(
                 {
                     "job_name": job,
                     "metrics_path": "/metrics",
-                    "static_configs": [{"targets": targets, "labels": {"namespace": namespace}}],
+                    "static_configs": [
+                        {"targets": targets, "labels": {"namespace": namespace, **(labels or {})}}
+                    ],
                 }
             ],
         }

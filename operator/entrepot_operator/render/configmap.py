@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from entrepot.config import Settings
+from entrepot.config import READ_SECRETS, Settings
 from entrepot_operator.api import ModuleMirrorSpec, Sumdb
 from entrepot_operator.render.meta import (
     CACHE_DIR,
@@ -74,7 +74,16 @@ def server_settings(spec: ModuleMirrorSpec) -> Settings:
                 "credentials": credentials,
                 "sumdb": sumdb_settings(go.sumdb),
             },
-        }
+            "stats": {
+                "enabled": spec.stats.enabled,
+                "database": spec.stats.database,
+                "database_password_file": (
+                    secret_file("stats-password") if spec.stats.password_secret else None
+                ),
+                "flush_interval": spec.stats.flush_interval,
+            },
+        },
+        context={READ_SECRETS: False},  # the Secrets' files exist in the pod, not here
     )
 
 

@@ -42,6 +42,8 @@ def secret_volume(spec: ModuleMirrorSpec) -> dict[str, Any] | None:
     for i, db in enumerate(spec.go.sumdb.databases or []):
         if db.key_secret:
             add(db.key_secret, f"sumdb-key-{i}")
+    if spec.stats.password_secret:
+        add(spec.stats.password_secret, "stats-password")
     if not sources:
         return None
     return {"name": "credentials", "projected": {"sources": sources, "defaultMode": 0o400}}

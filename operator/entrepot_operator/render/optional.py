@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from entrepot_operator.api import ModuleMirrorSpec
-from entrepot_operator.render.meta import Owner, cache_claim_name, metadata, selector_labels
+from entrepot_operator.render.meta import (
+    Owner,
+    cache_claim_name,
+    labels,
+    metadata,
+    selector_labels,
+)
 
 
 def render_pvc(spec: ModuleMirrorSpec, owner: Owner) -> dict[str, Any] | None:
@@ -69,6 +76,15 @@ def render_ingress(spec: ModuleMirrorSpec, owner: Owner) -> dict[str, Any] | Non
     }
 
 
+TARGET_LABELS = ("app.kubernetes.io/part-of", "app.kubernetes.io/component")
+
+
+def target_labels(owner: Owner) -> dict[str, str]:
+    """The labels the ServiceMonitor puts on the mirror's series (Prometheus' spelling)."""
+    service = labels(owner)
+    return {re.sub(r"[^a-zA-Z0-9_]", "_", name): service[name] for name in TARGET_LABELS}
+
+
 def render_service_monitor(spec: ModuleMirrorSpec, owner: Owner) -> dict[str, Any]:
     return {
         "apiVersion": "monitoring.coreos.com/v1",
@@ -76,6 +92,10 @@ def render_service_monitor(spec: ModuleMirrorSpec, owner: Owner) -> dict[str, An
         "metadata": metadata(owner, owner.name),
         "spec": {
             "selector": {"matchLabels": selector_labels(owner)},
+            # Copied onto every series as app_kubernetes_io_part_of="entrepot" and
+            # app_kubernetes_io_component="module-mirror": what the chart's alerts select on
+            # (as scrape configs that map Service labels produce them too).
+            "targetLabels": list(TARGET_LABELS),
             "endpoints": [
                 {"port": "http", "path": "/metrics", "interval": spec.monitoring.interval}
             ],

@@ -189,11 +189,14 @@ class GoService:
         sums: SumChecker | None = None,
         clock: Callable[[], float] = time.time,
         published: Callable[[str, str, int], None] | None = None,
+        removed: Callable[[str, str], None] | None = None,
     ) -> None:
         """``published(module, version, size)``: told of each zip this process publishes
-        into the cache (the stats inventory); it must not block or raise."""
+        into the cache (the stats inventory); ``removed(module, version)``: of each it removes
+        (a checksum mismatch). Neither may block or raise."""
         self.storage = storage
         self.published = published
+        self.removed = removed
         self.router = router
         self.cache = cache
         self.metrics = metrics
@@ -325,6 +328,14 @@ class GoService:
         except Exception:  # the zip is stored and served whatever the inventory says
             log.exception("could not note %s@%s in the cache inventory", module, version)
 
+    def _removed(self, module: str, version: str) -> None:
+        if self.removed is None:
+            return
+        try:
+            self.removed(module, version)
+        except Exception:  # the zip is gone whatever the inventory says
+            log.exception("could not remove %s@%s from the cache inventory", module, version)
+
     async def ziphash(self, module: str, version: str) -> str | None:
         """The stored ``h1:`` of a cached zip (for the checksum database, later)."""
         raw = await self.storage.get(storage_key(Kind.ZIP, module, version) + "hash")
@@ -390,6 +401,7 @@ class GoService:
             await self.storage.delete(key)
             if what == "zip":
                 await self.storage.delete(key + "hash")
+                self._removed(module, version)
             raise
         if verdict == "unverified":
             return False

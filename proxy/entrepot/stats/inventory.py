@@ -3,7 +3,8 @@
 * A zip published into the cache → ``store.cached("go", module, version, size)``, in the
   background (:class:`InventoryUpdates`): a store error never fails or slows the download;
   it is logged and counted (``entrepot_stats_inventory_failures_total``).
-* ``entrepot purge`` → ``store.uncached`` (entrepot.maintenance).
+* ``entrepot purge`` and ``entrepot verify --remove`` → ``store.uncached``
+  (entrepot.maintenance); a zip the server removes on a checksum mismatch → the same.
 * At start-up one process walks ``data_dir/go/**/@v/*.zip`` (:func:`walk_go_zips`, in a
   thread, off the request path) and replaces the inventory with what it found
   (``store.reconcile``): whatever was missed (a crash, a file removed by hand) is corrected.
@@ -85,6 +86,10 @@ class InventoryUpdates:
     def published(self, module: str, version: str, size: int) -> None:
         """A Go module zip was published into the cache (called by the Go service)."""
         self._spawn(self.store.cached("go", module, version, size), f"{module}@{version}")
+
+    def removed(self, module: str, version: str) -> None:
+        """A Go module zip was removed from the cache (a checksum mismatch)."""
+        self._spawn(self.store.uncached("go", module, version), f"{module}@{version}")
 
     def _spawn(self, work: Coroutine[Any, Any, None], what: str) -> None:
         if len(self._tasks) >= self.MAX_PENDING:
