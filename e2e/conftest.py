@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -60,3 +60,30 @@ def kubeconfig(control_plane: controlplane.ControlPlane | None) -> str:
 def bins() -> Path:
     """kubectl and helm: ours when built, else from PATH (for kind users)."""
     return toolchain.bin_dir()
+
+
+Kube = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture(scope="session")
+def kube(kubeconfig: str, bins: Path) -> Kube:
+    """The real kubectl (strict field validation, its default) as the cluster's admin; raises
+    AssertionError with kubectl's stderr on failure, unless ``check=False``."""
+
+    def run(
+        *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        kubectl = str(bins / "kubectl") if (bins / "kubectl").exists() else "kubectl"
+        done = subprocess.run(
+            [kubectl, f"--kubeconfig={kubeconfig}", *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)}: {done.stderr}")
+        return done
+
+    return run

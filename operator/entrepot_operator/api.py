@@ -5,16 +5,37 @@ Route, GoCache, the proxy chain), so the CRD schema, the rendered config file an
 server's parsing all come from one definition. Kubernetes-only parts (storage, service,
 scheduling, credentials as Secret references) are defined here. Fields for features that do
 not exist yet are added with those features.
+
+What the API server would refuse on a child (a Service named `my.mirror`, `cpu: lots` in a
+pod, a PVC whose class changes) is refused on the ModuleMirror itself, at admission: each
+rule is written once here and checked twice, by pydantic when the operator reads a spec and
+as CEL by the API server (`Checked` for a field, the `*_RULES` lists for an object). Rules
+that compare with the previous spec (`oldSelf`) exist only as CEL.
 """
 
 from __future__ import annotations
 
 import copy
 import re
-from typing import Any, Literal
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Annotated, Any, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    JsonValue,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, core_schema
 
 from entrepot.config import (
     PROXY_LIST_PATTERN,
@@ -35,8 +56,20 @@ from entrepot.config import (
 from entrepot.config import Direct as ServerDirect
 from entrepot.config import SumDatabase as ServerSumDatabase
 
-QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DNS_LABEL_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"  # RFC 1035: what a Service may be named
+HOST_PATTERN = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+# Kubernetes' own quantity syntax (resource.Quantity, as controller-gen writes it), without the
+# sign: no resource takes a negative amount.
+QUANTITY_PATTERN = (
+    r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+# A volume size: digits, then a byte suffix, and not zero ('0', '0.0Gi' are refused).
+SIZE_PATTERN = (
+    r"^([0-9]*[1-9][0-9]*(\.[0-9]+)?|[0-9]*\.[0-9]*[1-9][0-9]*)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"
+)
 
 
 class _Spec(BaseModel):
@@ -45,13 +78,150 @@ class _Spec(BaseModel):
     )
 
 
+# --- Checks both sides make -----------------------------------------------------------------
+# The API server refuses a bad spec at admission (CEL, x-kubernetes-validations) and the
+# operator refuses the same spec when it parses one (pydantic), with one message for both.
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A field rule: ``check`` here, ``rule`` (CEL on ``self``) in the CRD; one ``message``."""
+
+    rule: str
+    message: str
+    check: Callable[[Any], bool]
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        def validate(value: Any) -> Any:
+            if not self.check(value):
+                raise ValueError(self.message)
+            return value
+
+        return core_schema.no_info_after_validator_function(validate, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        out = handler(schema)
+        out.setdefault("x-kubernetes-validations", []).append(
+            {"rule": self.rule, "message": self.message}
+        )
+        return out
+
+
+def matching(pattern: str, message: str) -> Checked:
+    """``pattern`` (RE2 and Python alike) as a CEL rule with a message, not a bare regex."""
+    return Checked(
+        rule=f"self.matches(r'{pattern}')",
+        message=message,
+        check=lambda value: re.fullmatch(pattern, value) is not None,
+    )
+
+
+def _subdomain(what: str) -> Checked:
+    return matching(
+        DNS_SUBDOMAIN_PATTERN,
+        f"must be {what} name: lower case letters, digits, '-' and '.', starting and ending"
+        " with a letter or digit (a DNS subdomain)",
+    )
+
+
+SecretName = Annotated[str, StringConstraints(max_length=253), _subdomain("a Secret")]
+StorageClassName = Annotated[str, StringConstraints(max_length=253), _subdomain("a StorageClass")]
+IngressClassName = Annotated[str, StringConstraints(max_length=253), _subdomain("an IngressClass")]
+SecretKey = Annotated[
+    str,
+    StringConstraints(max_length=253),
+    matching(SECRET_KEY_PATTERN, "must be a Secret key: letters, digits, '-', '_' and '.'"),
+]
+NOT_A_HOST = (
+    "must be a DNS host name such as mirror.example.com, or *.example.com for a wildcard"
+    " (lower case letters, digits, '-' and '.'; not an IP address)"
+)
+Host = Annotated[
+    str,
+    StringConstraints(max_length=253),
+    Checked(
+        rule=f"self.matches(r'{HOST_PATTERN}') && !self.matches(r'^[0-9.]+$')",
+        message=NOT_A_HOST,
+        check=lambda value: (
+            re.fullmatch(HOST_PATTERN, value) is not None
+            and re.fullmatch(r"^[0-9.]+$", value) is None
+        ),
+    ),
+]
+Size = Annotated[
+    str,
+    StringConstraints(max_length=64),
+    matching(SIZE_PATTERN, "must be a positive size such as 10Gi, 500Mi or 1Ti"),
+]
+NOT_A_QUANTITY = "must be a quantity such as 500m, 2, 512Mi or 1Gi (not negative)"
+# An int-or-string (crd.py writes x-kubernetes-int-or-string), as in a pod spec.
+Quantity = Annotated[
+    int | Annotated[str, StringConstraints(max_length=64)],
+    Checked(
+        rule=f"type(self) == int ? int(self) >= 0 : string(self).matches(r'{QUANTITY_PATTERN}')",
+        message=NOT_A_QUANTITY,
+        check=lambda value: (
+            value >= 0
+            if isinstance(value, int)
+            else re.fullmatch(QUANTITY_PATTERN, value) is not None
+        ),
+    ),
+]
+
+_FACTORS = {
+    **{s: Decimal(1024) ** (i + 1) for i, s in enumerate(["Ki", "Mi", "Gi", "Ti", "Pi", "Ei"])},
+    **{s: Decimal(1000) ** (i + 1) for i, s in enumerate(["k", "M", "G", "T", "P", "E"])},
+    **{s: Decimal(1000) ** -(i + 1) for i, s in enumerate(["m", "u", "n"])},
+    "": Decimal(1),
+}
+
+
+def quantity(value: int | str) -> Decimal:
+    """The amount a valid Kubernetes quantity stands for (the CEL ``quantity()``)."""
+    if isinstance(value, int):
+        return Decimal(value)
+    number = re.match(r"^\+?([0-9]*\.?[0-9]*)", value)
+    assert number is not None
+    digits, suffix = number.group(1), value[number.end() :]
+    if suffix[:1] in ("e", "E") and len(suffix) > 1:
+        return Decimal(digits + suffix)
+    return Decimal(digits) * _FACTORS[suffix]
+
+
+@dataclass(frozen=True)
+class AsDict:
+    """A core/v1 object checked against its model and kept as the dict the user wrote (by its
+    API names, only what was set), so render passes it into the pod spec unchanged."""
+
+    model: type[BaseModel]
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        def as_dict(value: BaseModel) -> dict[str, Any]:
+            return value.model_dump(by_alias=True, exclude_unset=True, exclude_none=True)
+
+        return core_schema.no_info_after_validator_function(
+            as_dict,
+            handler.generate_schema(self.model),
+            serialization=core_schema.plain_serializer_function_ser_schema(lambda v: v),
+        )
+
+
+def _cel(*rules: dict[str, str]) -> ConfigDict:
+    """Object rules the CRD carries for a model (its model_validator checks the same)."""
+    return ConfigDict(json_schema_extra={"x-kubernetes-validations": cast(JsonValue, list(rules))})
+
+
 class SecretKeyRef(_Spec):
     """A key of a Secret in the mirror's namespace; mounted into the mirror's pods as a file."""
 
-    secret_name: str = Field(
-        description="Name of the Secret.", pattern=DNS_SUBDOMAIN_PATTERN, max_length=253
-    )
-    key: str = Field(description="Key within the Secret.", min_length=1, max_length=253)
+    secret_name: SecretName = Field(description="Name of the Secret.")
+    key: SecretKey = Field(description="Key within the Secret.")
 
 
 class BearerToken(SecretKeyRef):
@@ -71,7 +241,9 @@ class Credentials(_Spec):
         default=None, description="git-credentials store file for direct fetches."
     )
     bearer_tokens: list[BearerToken] = Field(
-        default_factory=list, description="Bearer tokens for upstream proxies, per host."
+        default_factory=list,
+        max_length=32,
+        description="Bearer tokens for upstream proxies, per host.",
     )
 
 
@@ -146,6 +318,7 @@ class Sumdb(_Spec):
 
     databases: list[SumDatabase] | None = Field(
         default=None,
+        max_length=16,
         description=(
             "The databases. Unset: the pod's GOSUMDB, i.e. the go toolchain's default in the"
             " image (its key is read from the toolchain); an empty list turns verification"
@@ -189,22 +362,42 @@ class GoSpec(_Spec):
 
 
 class EmptyDir(_Spec):
-    size_limit: str | None = Field(
-        default=None, description="Limit of the throwaway cache.", pattern=QUANTITY_PATTERN
-    )
+    size_limit: Size | None = Field(default=None, description="Limit of the throwaway cache.")
 
 
 class Storage(_Spec):
-    """Where the cache lives: a PersistentVolumeClaim (default) or a throwaway emptyDir."""
+    """Where the cache lives: a PersistentVolumeClaim (default) or a throwaway emptyDir.
 
-    size: str = Field(default="10Gi", description="PVC size.", pattern=QUANTITY_PATTERN)
-    storage_class_name: str | None = Field(default=None, description="PVC storage class.")
+    The PVC's class and access mode cannot change once it exists, nor can it shrink: the API
+    server refuses such changes to an existing mirror (STORAGE_RULES)."""
+
+    size: Size = Field(
+        default="10Gi", description="PVC size. May grow (if the class allows it), never shrink."
+    )
+    storage_class_name: StorageClassName | None = Field(
+        default=None, description="PVC storage class. Fixed once the mirror exists."
+    )
     access_mode: Literal["ReadWriteOnce", "ReadWriteMany"] = Field(
         default="ReadWriteOnce",
-        description="ReadWriteMany is required for more than one replica (a shared cache).",
+        description=(
+            "ReadWriteMany is required for more than one replica (a shared cache)."
+            " Fixed once the mirror exists."
+        ),
     )
     empty_dir: EmptyDir | None = Field(
-        default=None, description="Use a throwaway emptyDir instead of a PVC (tests, demos)."
+        default=None,
+        description=(
+            "Use a throwaway emptyDir instead of a PVC (tests, demos). Cannot be added or"
+            " removed once the mirror exists."
+        ),
+    )
+    deletion_policy: Literal["Retain", "Delete"] = Field(
+        default="Retain",
+        description=(
+            "What happens to the cache volume (PVC) when the ModuleMirror is deleted: Retain"
+            " keeps it (a mirror created again with the same name and namespace adopts it);"
+            " Delete removes it with the mirror."
+        ),
     )
 
 
@@ -216,9 +409,9 @@ class Service(_Spec):
 
 
 class Ingress(_Spec):
-    host: str = Field(description="Host name the Ingress answers for.", min_length=1)
-    class_name: str | None = Field(default=None, description="IngressClass name.")
-    tls_secret_name: str | None = Field(default=None, description="TLS Secret for the host.")
+    host: Host = Field(description="Host name the Ingress answers for ('*.' for a wildcard).")
+    class_name: IngressClassName | None = Field(default=None, description="IngressClass name.")
+    tls_secret_name: SecretName | None = Field(default=None, description="TLS Secret for the host.")
 
 
 # A database URL in the spec is readable by everyone who can read the ModuleMirror: its
@@ -275,12 +468,229 @@ class Monitoring(_Spec):
     interval: str = Field(default="30s", description="Scrape interval.", pattern=r"^[0-9]+(s|m)$")
 
 
-def _free_form(description: str) -> Any:
-    return Field(
-        default=None,
-        description=description,
-        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+# --- Scheduling and resources: the pod spec's own types (core/v1) ---------------------------
+# Typed as controller-gen writes them, plus the enums and cross-field rules the API server
+# checks on a pod: a spec it would refuse in the Deployment is refused in the ModuleMirror,
+# instead of being admitted and then stuck. Each is kept as the dict the user wrote (AsDict).
+
+
+class ResourceClaim(_Spec):
+    name: str = Field(description="Name of an entry in the pod's resourceClaims.", min_length=1)
+    request: str | None = Field(default=None, description="A request within that claim.")
+
+
+REQUEST_OVER_LIMIT = "resources: a request must not exceed the limit of the same resource"
+RESOURCES_RULES = [
+    {
+        "rule": "!has(self.requests) || !has(self.limits) || self.requests.all(k,"
+        " !(k in self.limits) || !isQuantity(string(self.requests[k]))"
+        " || !isQuantity(string(self.limits[k]))"
+        " || quantity(string(self.requests[k])).compareTo(quantity(string(self.limits[k]))) <= 0)",
+        "message": REQUEST_OVER_LIMIT,
+    }
+]
+
+
+class ResourceRequirements(_Spec):
+    """The container's requests and limits (cpu, memory, ephemeral-storage, ...)."""
+
+    model_config = _cel(*RESOURCES_RULES)
+
+    limits: dict[str, Quantity] | None = Field(
+        default=None, max_length=32, description="Most the container may use, per resource."
     )
+    requests: dict[str, Quantity] | None = Field(
+        default=None, max_length=32, description="What the scheduler reserves, per resource."
+    )
+    claims: list[ResourceClaim] | None = Field(
+        default=None, max_length=16, description="Dynamic resource claims the container uses."
+    )
+
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> ResourceRequirements:
+        for name, request in (self.requests or {}).items():
+            limit = (self.limits or {}).get(name)
+            if limit is not None and quantity(request) > quantity(limit):
+                raise ValueError(REQUEST_OVER_LIMIT)
+        return self
+
+
+KEYLESS_TOLERATION = (
+    "a toleration without a key must have operator: Exists (it tolerates every taint)"
+)
+EXISTS_WITH_VALUE = "a toleration with operator: Exists must not have a value"
+SECONDS_WITHOUT_NO_EXECUTE = "tolerationSeconds needs effect: NoExecute"
+TOLERATION_RULES = [
+    {
+        "rule": "(has(self.key) && self.key != '')"
+        " || (has(self.operator) && self.operator == 'Exists')",
+        "message": KEYLESS_TOLERATION,
+    },
+    {
+        "rule": "!has(self.operator) || self.operator != 'Exists'"
+        " || !has(self.value) || self.value == ''",
+        "message": EXISTS_WITH_VALUE,
+    },
+    {
+        "rule": "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+        "message": SECONDS_WITHOUT_NO_EXECUTE,
+    },
+]
+
+
+class Toleration(_Spec):
+    """A taint the mirror's pods tolerate."""
+
+    model_config = _cel(*TOLERATION_RULES)
+
+    key: str | None = Field(default=None, description="Taint key; empty with Exists: every taint.")
+    operator: Literal["Exists", "Equal", ""] | None = Field(
+        default=None, description="Equal (default) compares the value; Exists matches any."
+    )
+    value: str | None = Field(default=None, description="Taint value, with Equal.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute", ""] | None = Field(
+        default=None, description="Taint effect to match; empty matches all."
+    )
+    toleration_seconds: int | None = Field(
+        default=None, description="How long a NoExecute taint is tolerated before eviction."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Toleration:
+        if not self.key and self.operator != "Exists":
+            raise ValueError(KEYLESS_TOLERATION)
+        if self.operator == "Exists" and self.value:
+            raise ValueError(EXISTS_WITH_VALUE)
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise ValueError(SECONDS_WITHOUT_NO_EXECUTE)
+        return self
+
+
+class LabelSelectorRequirement(_Spec):
+    key: str = Field(description="Label key.")
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(
+        description="How the key's value is matched."
+    )
+    values: list[str] | None = Field(default=None, description="Values for In and NotIn.")
+
+
+class LabelSelector(_Spec):
+    match_labels: dict[str, str] | None = Field(default=None, description="Labels to match.")
+    match_expressions: list[LabelSelectorRequirement] | None = Field(
+        default=None, description="Requirements, all of which must match."
+    )
+
+
+class NodeSelectorRequirement(_Spec):
+    key: str = Field(description="Node label (or field) key.")
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"] = Field(
+        description="How the key's value is matched."
+    )
+    values: list[str] | None = Field(default=None, description="Values (one integer for Gt/Lt).")
+
+
+class NodeSelectorTerm(_Spec):
+    match_expressions: list[NodeSelectorRequirement] | None = Field(
+        default=None, description="Requirements on node labels."
+    )
+    match_fields: list[NodeSelectorRequirement] | None = Field(
+        default=None, description="Requirements on node fields."
+    )
+
+
+class NodeSelector(_Spec):
+    node_selector_terms: list[NodeSelectorTerm] = Field(description="Terms, any of which match.")
+
+
+class PreferredSchedulingTerm(_Spec):
+    weight: int = Field(ge=1, le=100, description="Weight, 1-100.")
+    preference: NodeSelectorTerm = Field(description="The nodes preferred.")
+
+
+class NodeAffinity(_Spec):
+    required_during_scheduling_ignored_during_execution: NodeSelector | None = Field(
+        default=None, description="Nodes the pods must run on."
+    )
+    preferred_during_scheduling_ignored_during_execution: list[PreferredSchedulingTerm] | None = (
+        Field(default=None, description="Nodes the pods prefer.")
+    )
+
+
+class PodAffinityTerm(_Spec):
+    label_selector: LabelSelector | None = Field(default=None, description="Pods to match.")
+    namespace_selector: LabelSelector | None = Field(
+        default=None, description="Namespaces of the pods to match."
+    )
+    namespaces: list[str] | None = Field(default=None, description="Namespaces, by name.")
+    topology_key: str = Field(min_length=1, description="Node label that defines a domain.")
+    match_label_keys: list[str] | None = Field(
+        default=None, description="Label keys whose values (from this pod) must match."
+    )
+    mismatch_label_keys: list[str] | None = Field(
+        default=None, description="Label keys whose values (from this pod) must not match."
+    )
+
+
+class WeightedPodAffinityTerm(_Spec):
+    weight: int = Field(ge=1, le=100, description="Weight, 1-100.")
+    pod_affinity_term: PodAffinityTerm = Field(description="The term.")
+
+
+class PodAffinity(_Spec):
+    """Pod affinity or anti-affinity (the same shape)."""
+
+    required_during_scheduling_ignored_during_execution: list[PodAffinityTerm] | None = Field(
+        default=None, description="Terms that must hold."
+    )
+    preferred_during_scheduling_ignored_during_execution: list[WeightedPodAffinityTerm] | None = (
+        Field(default=None, description="Terms preferred.")
+    )
+
+
+class Affinity(_Spec):
+    node_affinity: NodeAffinity | None = Field(default=None, description="Node affinity.")
+    pod_affinity: PodAffinity | None = Field(default=None, description="Pod affinity.")
+    pod_anti_affinity: PodAffinity | None = Field(default=None, description="Pod anti-affinity.")
+
+
+MIN_DOMAINS_NEED_DO_NOT_SCHEDULE = "minDomains needs whenUnsatisfiable: DoNotSchedule"
+SPREAD_RULES = [
+    {
+        "rule": "!has(self.minDomains) || self.whenUnsatisfiable == 'DoNotSchedule'",
+        "message": MIN_DOMAINS_NEED_DO_NOT_SCHEDULE,
+    }
+]
+
+
+class TopologySpreadConstraint(_Spec):
+    """How the mirror's pods spread across a topology (nodes, zones)."""
+
+    model_config = _cel(*SPREAD_RULES)
+
+    max_skew: int = Field(ge=1, description="Largest allowed difference in pod counts.")
+    topology_key: str = Field(min_length=1, description="Node label that defines a domain.")
+    when_unsatisfiable: Literal["DoNotSchedule", "ScheduleAnyway"] = Field(
+        description="What to do when the skew cannot be met."
+    )
+    label_selector: LabelSelector | None = Field(default=None, description="Pods counted.")
+    min_domains: int | None = Field(
+        default=None, ge=1, description="Minimum eligible domains (with DoNotSchedule)."
+    )
+    node_affinity_policy: Literal["Honor", "Ignore"] | None = Field(
+        default=None, description="Whether node affinity limits the domains counted."
+    )
+    node_taints_policy: Literal["Honor", "Ignore"] | None = Field(
+        default=None, description="Whether node taints limit the domains counted."
+    )
+    match_label_keys: list[str] | None = Field(
+        default=None, description="Label keys whose values (from this pod) select the pods counted."
+    )
+
+    @model_validator(mode="after")
+    def _min_domains(self) -> TopologySpreadConstraint:
+        if self.min_domains is not None and self.when_unsatisfiable != "DoNotSchedule":
+            raise ValueError(MIN_DOMAINS_NEED_DO_NOT_SCHEDULE)
+        return self
 
 
 class ModuleMirrorSpec(_Spec):
@@ -290,8 +700,8 @@ class ModuleMirrorSpec(_Spec):
     image: str | None = Field(
         default=None, description="Image override (default: the operator's configured image)."
     )
-    image_pull_secrets: list[str] = Field(
-        default_factory=list, description="Secrets to pull the image with (names)."
+    image_pull_secrets: list[SecretName] = Field(
+        default_factory=list, max_length=32, description="Secrets to pull the image with (names)."
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="The server's log level."
@@ -304,13 +714,20 @@ class ModuleMirrorSpec(_Spec):
     ingress: Ingress | None = Field(default=None, description="Expose through an Ingress.")
     monitoring: Monitoring = Field(default_factory=Monitoring)
     stats: Stats = Field(default_factory=Stats)
-    resources: dict[str, Any] | None = _free_form("Container resources (requests/limits).")
-    node_selector: dict[str, str] | None = Field(default=None, description="Pod nodeSelector.")
-    tolerations: list[dict[str, Any]] | None = _free_form("Pod tolerations.")
-    affinity: dict[str, Any] | None = _free_form("Pod affinity.")
-    topology_spread_constraints: list[dict[str, Any]] | None = _free_form(
-        "Pod topologySpreadConstraints."
+    # The pod spec's own types, kept as dicts (AsDict): render passes them through.
+    resources: Annotated[dict[str, Any], AsDict(ResourceRequirements)] | None = Field(
+        default=None, description="Container resources (requests/limits)."
     )
+    node_selector: dict[str, str] | None = Field(default=None, description="Pod nodeSelector.")
+    tolerations: list[Annotated[dict[str, Any], AsDict(Toleration)]] | None = Field(
+        default=None, max_length=64, description="Pod tolerations."
+    )
+    affinity: Annotated[dict[str, Any], AsDict(Affinity)] | None = Field(
+        default=None, description="Pod affinity."
+    )
+    topology_spread_constraints: (
+        list[Annotated[dict[str, Any], AsDict(TopologySpreadConstraint)]] | None
+    ) = Field(default=None, max_length=16, description="Pod topologySpreadConstraints.")
 
     @model_validator(mode="after")
     def _shared_cache(self) -> ModuleMirrorSpec:
@@ -327,7 +744,8 @@ class ModuleMirrorSpec(_Spec):
 
 REPLICAS_NEED_SHARED_STORAGE = (
     "replicas > 1 needs a shared cache: set storage.accessMode: ReadWriteMany"
-    " (a ReadWriteOnce volume can be mounted by one node only), or use storage.emptyDir"
+    " (a ReadWriteOnce volume can be mounted by one node only), or use storage.emptyDir;"
+    " on an existing mirror neither can change: create a new ModuleMirror"
 )
 
 REPLICAS_NEED_A_STATS_DATABASE = (
@@ -363,6 +781,80 @@ ROUTE_RULES = [
         "message": "a route needs exactly one of 'proxy' (a chain) or 'deny' (a message)",
     }
 ]
+
+
+# The PVC's class and access mode are immutable and it cannot shrink: a change the API server
+# would refuse on the PVC is refused here, at admission, with the way out. Transition rules
+# (oldSelf) are CEL-only: the operator sees one spec at a time. The has() guards are for the
+# API server's check of the `storage: {}` default, where the fields are not filled in yet.
+def _storage_fixed(field: str, what: str, new: str) -> str:
+    return (
+        f"storage.{field} cannot change on an existing mirror ({what}): create a new"
+        f" ModuleMirror with the new {new} and delete this one"
+    )
+
+
+ACCESS_MODE_FIXED = _storage_fixed("accessMode", "the PVC's access mode is immutable", "mode")
+STORAGE_CLASS_FIXED = _storage_fixed("storageClassName", "the PVC's class is immutable", "class")
+VOLUME_KIND_FIXED = _storage_fixed(
+    "emptyDir", "a mirror keeps the kind of cache volume it was created with", "storage"
+)
+SIZE_SHRINKS = (
+    "storage.size cannot decrease (a PVC cannot shrink): keep the size, or create a new"
+    " ModuleMirror with the smaller size and delete this one"
+)
+_PVC_BOTH = "has(self.emptyDir) || has(oldSelf.emptyDir) || "
+STORAGE_RULES = [
+    {
+        "rule": "has(self.emptyDir) == has(oldSelf.emptyDir)",
+        "message": VOLUME_KIND_FIXED,
+        "fieldPath": ".emptyDir",
+    },
+    {
+        "rule": _PVC_BOTH + "!has(self.accessMode) || !has(oldSelf.accessMode)"
+        " || self.accessMode == oldSelf.accessMode",
+        "message": ACCESS_MODE_FIXED,
+        "fieldPath": ".accessMode",
+    },
+    {
+        "rule": _PVC_BOTH + "(has(self.storageClassName) ? has(oldSelf.storageClassName)"
+        " && self.storageClassName == oldSelf.storageClassName"
+        " : !has(oldSelf.storageClassName))",
+        "message": STORAGE_CLASS_FIXED,
+        "fieldPath": ".storageClassName",
+    },
+    {
+        "rule": _PVC_BOTH + "!has(self.size) || !has(oldSelf.size)"
+        " || !isQuantity(self.size) || !isQuantity(oldSelf.size)"
+        " || quantity(self.size).compareTo(quantity(oldSelf.size)) >= 0",
+        "message": SIZE_SHRINKS,
+        "fieldPath": ".size",
+    },
+]
+
+# The name becomes the Service's name and the value of the instance label.
+BAD_NAME = (
+    "a ModuleMirror's name is also its Service's name and a label value: at most 63"
+    " characters, lower case letters, digits and '-', starting with a letter and ending with"
+    " a letter or digit (a DNS-1035 label, no dots), such as 'go-mirror'"
+)
+NAME_RULES = [
+    {
+        "rule": "self.metadata.name.size() <= 63"
+        f" && self.metadata.name.matches(r'{DNS_LABEL_PATTERN}')",
+        "message": BAD_NAME,
+        "fieldPath": ".metadata",  # .metadata.name is not in the schema
+    }
+]
+
+
+def check_mirror_name(name: str) -> str:
+    """The NAME_RULES check, for a ModuleMirror the operator reads."""
+    if len(name) > 63 or re.fullmatch(DNS_LABEL_PATTERN, name) is None:
+        raise ValueError(BAD_NAME)
+    return name
+
+
 ONE_KEY = "a checksum database needs exactly one of 'key' (inline) or 'keySecret' (a Secret key)"
 DATABASE_RULES = [{"rule": "has(self.key) != has(self.keySecret)", "message": ONE_KEY}]
 
@@ -370,7 +862,7 @@ DATABASE_RULES = [{"rule": "has(self.key) != has(self.keySecret)", "message": ON
 class Condition(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
-    type: Literal["Ready", "Progressing", "Degraded"]
+    type: Literal["Ready", "Progressing", "Degraded", "Drifted"]
     status: Literal["True", "False", "Unknown"]
     reason: str
     message: str = ""

@@ -1,7 +1,8 @@
 """The CustomResourceDefinition, generated from the API models (crds/ holds the output).
 
 pydantic's JSON Schema becomes a Kubernetes *structural* OpenAPI v3 schema: references are
-inlined, ``Optional`` becomes ``nullable``, titles go, duration defaults are written the way
+inlined, ``Optional`` becomes ``nullable``, ``int | str`` becomes
+``x-kubernetes-int-or-string`` (a quantity), titles go, duration defaults are written the way
 users write them, and the cross-field rules of api.py are attached as CEL validations.
 """
 
@@ -16,9 +17,11 @@ from entrepot.config import DURATION_PATTERN, format_duration
 from entrepot_operator import GROUP, VERSION
 from entrepot_operator.api import (
     DATABASE_RULES,
+    NAME_RULES,
     ROUTE_RULES,
     SPEC_RULES,
     STATS_RULES,
+    STORAGE_RULES,
     ModuleMirrorSpec,
     ModuleMirrorStatus,
 )
@@ -44,10 +47,17 @@ def structural(schema: dict[str, Any]) -> dict[str, Any]:
         any_of = node.pop("anyOf", None)
         if any_of is not None:
             kinds = [a for a in any_of if a.get("type") != "null"]
+            nullable = len(kinds) < len(any_of)
+            if sorted(k.get("type") for k in kinds) == ["integer", "string"]:
+                # int | str: a quantity, as controller-gen writes resource.Quantity (the
+                # string's bounds apply to strings only).
+                bounds = {k: v for kind in kinds for k, v in kind.items() if k != "type"}
+                kinds = [{"x-kubernetes-int-or-string": True, **bounds}]
             if len(kinds) != 1:
                 raise ValueError(f"cannot express a union in a CRD schema: {any_of}")
             merged = {**walk(kinds[0]), **{k: walk(v) for k, v in node.items()}}
-            merged["nullable"] = True
+            if nullable:
+                merged["nullable"] = True
             if merged.get("default", 0) is None:
                 del merged["default"]
             return merged
@@ -95,6 +105,7 @@ def _spec_schema() -> dict[str, Any]:
     databases = schema["properties"]["go"]["properties"]["sumdb"]["properties"]["databases"]
     databases["items"]["x-kubernetes-validations"] = DATABASE_RULES
     schema["properties"]["stats"]["x-kubernetes-validations"] = STATS_RULES
+    schema["properties"]["storage"]["x-kubernetes-validations"] = STORAGE_RULES
     # Distinct names, checked by the API server: a list keyed by name.
     databases["x-kubernetes-list-type"] = "map"
     databases["x-kubernetes-list-map-keys"] = ["name"]
@@ -148,14 +159,27 @@ def crd() -> dict[str, Any]:
                             "type": "integer",
                             "jsonPath": ".status.readyReplicas",
                         },
+                        {
+                            "name": "Reason",
+                            "type": "string",
+                            "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+                        },
                         {"name": "URL", "type": "string", "jsonPath": ".status.url"},
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                        {
+                            "name": "Message",
+                            "type": "string",
+                            "priority": 1,  # kubectl get -o wide
+                            "jsonPath": '.status.conditions[?(@.type=="Ready")].message',
+                        },
                     ],
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",
                             "description": "A Go module mirror (GOPROXY) run by Entrepôt.",
                             "required": ["spec"],
+                            # The name, which only a rule on the root can see.
+                            "x-kubernetes-validations": NAME_RULES,
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},

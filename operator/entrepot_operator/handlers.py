@@ -1,11 +1,21 @@
-"""The kopf handlers: each a few lines of parse → render → apply → status (reconcile.py)."""
+"""The kopf handlers and the periodic resync: every path ends in :func:`Reconciler.run`.
+
+One reconcile at a time per mirror: the mirror's own events, its children's and pods' events
+and the resync all go through one lock per mirror, and each re-reads the mirror inside it, so
+an older spec is never applied after a newer one. Events that arrive while one reconcile runs
+and another waits are folded into the waiting one. The status is written with the
+resourceVersion that was read (a precondition), and only when it changed.
+"""
 
 from __future__ import annotations
 
-import contextlib
+import contextvars
 import json
 import logging
-from dataclasses import dataclass
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import kopf
@@ -15,16 +25,31 @@ from kubernetes.client.exceptions import ApiException
 from entrepot_operator import GROUP, VERSION
 from entrepot_operator.apply import Applier
 from entrepot_operator.metrics import OperatorMetrics
-from entrepot_operator.reconcile import Outcome, reconcile
+from entrepot_operator.policy import Policy
+from entrepot_operator.reconcile import Outcome, api_message, reconcile
+from entrepot_operator.upgrades import limit_from_env
 
 PLURAL = "modulemirrors"
 MANAGED = {"app.kubernetes.io/managed-by": "entrepot-operator"}
+KINDS = {  # plural -> kind, of the children whose events reconcile their owner
+    "deployments": "Deployment",
+    "services": "Service",
+    "configmaps": "ConfigMap",
+    "persistentvolumeclaims": "PersistentVolumeClaim",
+    "poddisruptionbudgets": "PodDisruptionBudget",
+    "ingresses": "Ingress",
+}
 CHILD_KINDS = (
     ("apps", "v1", "deployments"),
     ("", "v1", "services"),
     ("", "v1", "configmaps"),
     ("", "v1", "persistentvolumeclaims"),
+    ("policy", "v1", "poddisruptionbudgets"),
+    ("networking.k8s.io", "v1", "ingresses"),
 )
+MIRROR_PODS = {"app.kubernetes.io/name": "entrepot", "app.kubernetes.io/component": "module-mirror"}
+RETRY_SECONDS = 30.0
+STATUS_ATTEMPTS = 3
 log = logging.getLogger("entrepot_operator")
 
 
@@ -34,34 +59,201 @@ class Context:
     applier: Applier
     image: str
     metrics: OperatorMetrics
+    policy: Policy = field(default_factory=Policy)
+    namespaces: tuple[str, ...] = ()  # watched; empty: every namespace
+    resync_seconds: float = field(
+        default_factory=lambda: float(os.environ.get("ENTREPOT_OPERATOR_RESYNC", "300"))
+    )
+    upgrade_limit: int = field(default_factory=limit_from_env)
 
 
-def _run(ctx: Context, body: dict[str, Any]) -> Outcome:
-    try:
-        return reconcile(body, applier=ctx.applier, image=ctx.image, metrics=ctx.metrics)
-    except ApiException as e:
-        ctx.metrics.record("error", 0.0)
-        detail = e.reason
-        with contextlib.suppress(ValueError, TypeError):
-            detail = json.loads(e.body or "{}").get("message", detail)
-        raise kopf.TemporaryError(f"API error {e.status}: {detail}", delay=10) from e
+class _Slot:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.waiting = 0
+
+
+class Reconciler:
+    """Serialises the reconciles of each mirror (see the module docstring)."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self._guard = threading.Lock()
+        self._slots: dict[tuple[str, str], _Slot] = {}
+        self._queued: set[tuple[str, str]] = set()
+        self.objects = client.CustomObjectsApi(ctx.api)
+
+    def run(self, namespace: str, name: str, *, fold: bool = False) -> Outcome | None:
+        """Reconcile the mirror as it is now. ``fold``: skip when another reconcile of it is
+        already waiting (it will read the mirror after this event anyway). None: the mirror is
+        gone, or the reconcile was folded."""
+        key = (namespace, name)
+        with self._guard:
+            slot = self._slots.setdefault(key, _Slot())
+            if fold and slot.waiting:
+                return None
+            slot.waiting += 1
+        try:
+            with slot.lock:
+                with self._guard:
+                    slot.waiting -= 1
+                return self._locked(namespace, name)
+        finally:
+            with self._guard:
+                if not slot.waiting and not slot.lock.locked():
+                    self._slots.pop(key, None)
+
+    def _locked(self, namespace: str, name: str) -> Outcome | None:
+        for _ in range(STATUS_ATTEMPTS):
+            mirror = self._read(namespace, name)
+            if mirror is None or mirror["metadata"].get("deletionTimestamp"):
+                return None
+            outcome = self._reconcile(mirror)
+            if self._write_status(mirror, outcome.status):
+                _report(mirror, outcome)
+                self._next_upgrades(namespace, name, outcome)
+                return outcome
+        log.warning("%s/%s: status not written: the mirror kept changing", namespace, name)
+        return outcome
+
+    def _next_upgrades(self, namespace: str, name: str, outcome: Outcome) -> None:
+        """A queued mirror waits for a rolling one to finish: when one has, the queued ones are
+        reconciled again (in their own threads: each takes its own lock)."""
+        with self._guard:
+            if outcome.queued is not None:
+                self._queued.add((namespace, name))
+                return
+            self._queued.discard((namespace, name))
+            if not outcome.rolled_out or not self._queued:
+                return
+            waiting = sorted(self._queued)
+        for ns, mirror in waiting:
+            threading.Thread(
+                target=self._quietly, args=(ns, mirror), daemon=True, name="upgrade"
+            ).start()
+
+    def _quietly(self, namespace: str, name: str) -> None:
+        try:
+            self.run(namespace, name, fold=True)
+        except Exception as e:
+            log.warning("%s/%s: %s", namespace, name, e)
+
+    def _read(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return cast(
+                dict[str, Any],
+                self.objects.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name),
+            )
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def _reconcile(self, mirror: dict[str, Any]) -> Outcome:
+        ctx = self.ctx
+        try:
+            return reconcile(
+                mirror,
+                applier=ctx.applier,
+                image=ctx.image,
+                metrics=ctx.metrics,
+                policy=ctx.policy,
+                upgrade_limit=ctx.upgrade_limit,
+            )
+        except ApiException as e:  # outside the children (discovery, CRD lookup): retried
+            ctx.metrics.record("error", 0.0)
+            raise kopf.TemporaryError(f"API error {api_message(e)}", delay=RETRY_SECONDS) from e
+
+    def _write_status(self, mirror: dict[str, Any], status: dict[str, Any]) -> bool:
+        """Patch the status if it changed, only onto the version read; False: it moved."""
+        if (mirror.get("status") or {}) == status:
+            return True
+        meta = mirror["metadata"]
+        body = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": status}
+        try:
+            self.objects.patch_namespaced_custom_object_status(
+                GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], body
+            )
+        except ApiException as e:
+            if e.status == 409:
+                return False
+            if e.status == 404:
+                return True  # deleted meanwhile: nothing to report on
+            raise
+        return True
 
 
 def _report(body: Any, outcome: Outcome) -> None:
-    """One log line and one Event per real action (nothing when a reconcile changed nothing)."""
+    """One log line and one Event per real action or failure (nothing when nothing changed)."""
     where = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
     if outcome.error:
         kopf.warn(body, reason="InvalidSpec", message=outcome.error)
         log.warning("%s: invalid spec: %s", where, outcome.error)
-    elif outcome.applied or outcome.deleted:
+    for failure in outcome.failures:
+        kopf.warn(body, reason=failure.reason, message=failure.text())
+        log.warning("%s: %s: %s", where, failure.reason, failure.text())
+    if outcome.applied or outcome.deleted:
         applied = ", ".join(outcome.applied) or "-"
         message = f"applied {applied}; deleted {', '.join(outcome.deleted) or '-'}"
         kopf.info(body, reason="Reconciled", message=message)
         log.info("%s: %s", where, message)
 
 
+def _plain(body: Any) -> dict[str, Any]:
+    """A kopf Body as plain dicts and lists (it is a read-only view of the event)."""
+    return cast(dict[str, Any], json.loads(json.dumps(dict(body), default=dict)))
+
+
+def _pod_state(pod: dict[str, Any]) -> tuple[Any, ...]:
+    """What status.not_ready_cause and readiness read from a pod."""
+    status = pod.get("status") or {}
+    conditions = tuple(
+        (c.get("type"), c.get("status"), c.get("reason")) for c in status.get("conditions") or []
+    )
+    waiting = tuple(
+        ((cs.get("state") or {}).get("waiting") or {}).get("reason")
+        for cs in status.get("containerStatuses") or []
+    )
+    return (status.get("phase"), conditions, waiting)
+
+
+def _owner_name(body: dict[str, Any]) -> str | None:
+    refs = body.get("metadata", {}).get("ownerReferences") or []
+    return next((r.get("name") for r in refs if r.get("kind") == "ModuleMirror"), None)
+
+
+def _resync_loop(reconciler: Reconciler, stop: threading.Event) -> None:
+    """Every ctx.resync_seconds, reconcile every mirror: what no event told us about (a child
+    kind not watched, a CRD installed later, a missed event) is put right."""
+    ctx = reconciler.ctx
+    while not stop.wait(ctx.resync_seconds):
+        try:
+            items: list[dict[str, Any]] = []
+            for namespace in ctx.namespaces or (None,):
+                listing = cast(
+                    dict[str, Any],
+                    reconciler.objects.list_namespaced_custom_object(
+                        GROUP, VERSION, namespace, PLURAL
+                    )
+                    if namespace
+                    else reconciler.objects.list_cluster_custom_object(GROUP, VERSION, PLURAL),
+                )
+                items.extend(listing.get("items") or [])
+            for item in items:
+                meta = item["metadata"]
+                try:
+                    reconciler.run(meta["namespace"], meta["name"], fold=True)
+                except (ApiException, kopf.TemporaryError) as e:
+                    log.warning("resync of %s/%s: %s", meta["namespace"], meta["name"], e)
+        except ApiException as e:
+            log.warning("resync: cannot list the mirrors: %s", api_message(e))
+
+
 def build_registry(ctx: Context) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
+    ctx.metrics.count_requests(ctx.api)
+    reconciler = Reconciler(ctx)
+    stop = threading.Event()
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -79,52 +271,68 @@ def build_registry(ctx: Context) -> kopf.OperatorRegistry:
         )
         settings.posting.level = logging.INFO
         settings.watching.server_timeout = 300
+        if ctx.resync_seconds > 0:
+            # In this handler's context: kopf's event posting (kopf.warn) needs its variables.
+            context = contextvars.copy_context()
+            threading.Thread(
+                target=context.run,
+                args=(_resync_loop, reconciler, stop),
+                daemon=True,
+                name="resync",
+            ).start()
 
-    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
-    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
-    @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)
-    def changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-        outcome = _run(ctx, dict(body))
-        patch.status.update(outcome.status)
-        _report(body, outcome)
+    @kopf.on.cleanup(registry=registry)
+    def cleanup(**_: Any) -> None:
+        stop.set()
+
+    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry, id="reconcile")
+    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry, id="reconcile")
+    @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry, id="reconcile")
+    def changed(body: kopf.Body, **_: Any) -> None:
+        meta = body["metadata"]
+        outcome = reconciler.run(meta["namespace"], meta["name"])
+        if outcome is not None and outcome.failures:
+            # Retried until it works; the status and a Warning Event say why meanwhile.
+            raise kopf.TemporaryError(outcome.failures[0].text(), delay=RETRY_SECONDS)
+
+    def on_child(kind: str) -> Callable[..., None]:
+        def child_changed(body: kopf.Body, type: str | None = None, **_: Any) -> None:
+            """A child changed or was deleted (by hand, or by someone else): reconcile its
+            owner, which puts back what it wants (drift)."""
+            owner = _owner_name(dict(body))
+            namespace = body["metadata"].get("namespace")
+            if type == "DELETED":
+                ctx.applier.forget(kind, namespace, body["metadata"]["name"])
+            elif namespace is not None:
+                ctx.applier.observe(kind, _plain(body))
+            if owner is None or namespace is None:
+                return
+            reconciler.run(namespace, owner, fold=True)
+
+        return child_changed
 
     for group, version, plural in CHILD_KINDS:
+        kopf.on.event(
+            group, version, plural, labels=MANAGED, registry=registry, id=f"child-{plural}"
+        )(on_child(KINDS[plural]))
 
-        @kopf.on.event(group, version, plural, labels=MANAGED, registry=registry)
-        def child_changed(body: kopf.Body, **_: Any) -> None:
-            """A child changed (or was deleted by hand): reconcile its owner (drift)."""
-            owner = next(
-                (
-                    o
-                    for o in body.get("metadata", {}).get("ownerReferences", [])
-                    if o.get("kind") == "ModuleMirror"
-                ),
-                None,
-            )
-            if owner is None:
+    pod_states: dict[str, tuple[Any, ...]] = {}
+
+    @kopf.on.event("", "v1", "pods", labels=MIRROR_PODS, registry=registry, id="mirror-pods")
+    def pod_changed(body: kopf.Body, type: str | None = None, **_: Any) -> None:
+        """A mirror pod changed (scheduled, pulled, crashed, ready): the status says why. Only
+        a change of what the status reads from pods reconciles (not each of their updates)."""
+        meta = body["metadata"]
+        uid = str(meta.get("uid"))
+        if type == "DELETED":
+            pod_states.pop(uid, None)
+        else:
+            state = _pod_state(_plain(body))
+            if pod_states.get(uid) == state:
                 return
-            namespace = body["metadata"]["namespace"]
-            objects = client.CustomObjectsApi(ctx.api)
-            try:
-                mirror = cast(
-                    dict[str, Any],
-                    objects.get_namespaced_custom_object(
-                        GROUP, VERSION, namespace, PLURAL, owner["name"]
-                    ),
-                )
-            except ApiException as e:
-                if e.status == 404:
-                    return  # the owner is gone; garbage collection takes the child
-                raise
-            outcome = _run(ctx, mirror)
-            try:
-                objects.patch_namespaced_custom_object_status(
-                    GROUP, VERSION, namespace, PLURAL, owner["name"], {"status": outcome.status}
-                )
-            except ApiException as e:
-                if e.status != 404:  # deleted meanwhile: nothing to report on
-                    raise
-                return
-            _report(mirror, outcome)
+            pod_states[uid] = state
+        name = (meta.get("labels") or {}).get("app.kubernetes.io/instance")
+        if name and meta.get("namespace"):
+            reconciler.run(meta["namespace"], name, fold=True)
 
     return registry

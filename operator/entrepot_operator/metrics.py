@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 
@@ -10,7 +12,7 @@ class OperatorMetrics:
         self.registry = CollectorRegistry()
         self.reconciles = Counter(
             "entrepot_operator_reconciles_total",
-            "Reconciles by result (ok, invalid, error).",
+            "Reconciles by result (ok, failed, invalid, error).",
             ["result"],
             registry=self.registry,
         )
@@ -19,6 +21,23 @@ class OperatorMetrics:
             "Time of one reconcile.",
             registry=self.registry,
         )
+
+        self.api_requests = Counter(
+            "entrepot_operator_api_requests_total",
+            "Requests the operator's reconciles made to the Kubernetes API (kopf's watches and"
+            " its own patches not included).",
+            registry=self.registry,
+        )
+
+    def count_requests(self, api: Any) -> None:
+        """Count every request of this kubernetes ApiClient (its one call_api entry point)."""
+        call = api.call_api
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.api_requests.inc()
+            return call(*args, **kwargs)
+
+        api.call_api = counted
 
     def record(self, result: str, seconds: float) -> None:
         self.reconciles.labels(result).inc()

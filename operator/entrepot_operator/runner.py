@@ -1,24 +1,126 @@
-"""``entrepot-operator run``: configuration from the environment, leader election, kopf."""
+"""``entrepot-operator run``: configuration from the environment, checks, leader election, kopf.
+
+Two checks before anything runs, each a clear message and exit status 2: the policy
+(``ENTREPOT_POLICY``, policy.py) must parse, and the ModuleMirror CRD in the cluster must know
+every field this operator's own CRD has (an operator upgraded before its CRD would have the API
+server prune fields it relies on, or refuse status it writes).
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
 import sys
 import threading
+from typing import Any
 
 import kopf
+import urllib3
 from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
 from prometheus_client import start_http_server
 
+from entrepot_operator import VERSION
 from entrepot_operator.apply import Applier
+from entrepot_operator.crd import NAME as CRD_NAME
+from entrepot_operator.crd import crd
 from entrepot_operator.handlers import Context, build_registry
 from entrepot_operator.health import Health
 from entrepot_operator.leader import LeaderElector
 from entrepot_operator.metrics import OperatorMetrics
+from entrepot_operator.policy import Policy, PolicyError
 
 DEFAULT_IMAGE = "registry.example.com/entrepot/entrepot:0.1.0"
+UPGRADE_CRD = (
+    "apply this operator's CRD first: kubectl apply --server-side --force-conflicts"
+    " -f helm/entrepot/crds/ (docs/helm.md, Upgrading)"
+)
+SHOWN = 8
+
+log = logging.getLogger("entrepot_operator")
+
+
+def _missing(wanted: dict[str, Any], installed: dict[str, Any], path: str) -> list[str]:
+    """Fields of ``wanted`` (an OpenAPI schema) that ``installed`` lacks, as dotted paths
+    (``[]`` for list items, ``{}`` for map values). Below an
+    x-kubernetes-preserve-unknown-fields node everything is kept, so nothing is missing."""
+    if installed.get("x-kubernetes-preserve-unknown-fields"):
+        return []
+    missing: list[str] = []
+    have = installed.get("properties") or {}
+    for name, sub in (wanted.get("properties") or {}).items():
+        where = f"{path}.{name}" if path else name
+        if name not in have:
+            missing.append(where)
+        else:
+            missing += _missing(sub, have[name], where)
+    for key, mark in (("items", "[]"), ("additionalProperties", "{}")):
+        sub = wanted.get(key)
+        if isinstance(sub, dict):
+            got = installed.get(key)
+            if isinstance(got, dict):
+                missing += _missing(sub, got, path + mark)
+            else:
+                missing.append(path + mark)
+    return missing
+
+
+def crd_problems(
+    installed: dict[str, Any] | None, wanted: dict[str, Any] | None = None
+) -> list[str]:
+    """Why the CRD in the cluster (as the API returns it, camelCase) cannot serve this
+    operator, compared with the operator's own CRD (crd.crd()); empty when it can."""
+    wanted = wanted or crd()
+    if installed is None:
+        return [f"the CustomResourceDefinition {CRD_NAME} is not installed: {UPGRADE_CRD}"]
+    versions = {v.get("name"): v for v in (installed.get("spec") or {}).get("versions") or []}
+    version = versions.get(VERSION)
+    if version is None or not version.get("served"):
+        served = ", ".join(sorted(n for n, v in versions.items() if v.get("served"))) or "none"
+        return [
+            f"the CustomResourceDefinition {CRD_NAME} does not serve {VERSION} (it serves"
+            f" {served}): {UPGRADE_CRD}"
+        ]
+    problems = []
+    if "status" not in (version.get("subresources") or {}):
+        problems.append(f"{CRD_NAME} {VERSION} has no status subresource")
+    (own,) = [v for v in wanted["spec"]["versions"] if v["name"] == VERSION]
+    lacking = _missing(
+        own["schema"]["openAPIV3Schema"],
+        (version.get("schema") or {}).get("openAPIV3Schema") or {},
+        "",
+    )
+    if lacking:
+        more = f" and {len(lacking) - SHOWN} more" if len(lacking) > SHOWN else ""
+        problems.append(
+            f"the CustomResourceDefinition {CRD_NAME} in the cluster is older than this"
+            f" operator: it lacks {', '.join(lacking[:SHOWN])}{more}"
+        )
+    if problems:
+        problems[-1] += f"; {UPGRADE_CRD}"
+    return problems
+
+
+def _installed_crd(api: client.ApiClient) -> dict[str, Any] | None:
+    """The CRD as the API serves it (raw JSON: the client's models are not needed here)."""
+    try:
+        response: Any = client.ApiextensionsV1Api(api).read_custom_resource_definition(
+            CRD_NAME, _preload_content=False
+        )
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+    found: dict[str, Any] = json.loads(response.data)
+    return found
+
+
+def _fail(message: str) -> int:
+    log.error("%s", message)
+    print(f"entrepot-operator: {message}", file=sys.stderr)
+    return 2
 
 
 def _address(value: str) -> tuple[str, int]:
@@ -44,6 +146,10 @@ def run_operator(*, namespaces: list[str] | None) -> int:
         n.strip() for n in os.environ.get("ENTREPOT_WATCH_NAMESPACES", "").split(",") if n.strip()
     ]
     try:
+        policy = Policy.from_env(os.environ)
+    except PolicyError as e:
+        return _fail(f"{e} (the chart's `policy` values)")
+    try:
         config.load_incluster_config()
     except config.ConfigException:
         try:
@@ -56,6 +162,15 @@ def run_operator(*, namespaces: list[str] | None) -> int:
             )
             return 2
     api = client.ApiClient()
+    try:
+        problems = crd_problems(_installed_crd(api))
+    except ApiException as e:
+        return _fail(f"cannot read the CustomResourceDefinition {CRD_NAME}: {e.status} {e.reason}")
+    except urllib3.exceptions.HTTPError as e:
+        return _fail(f"cannot reach the API server to read {CRD_NAME}: {e}")
+    if problems:
+        return _fail("; ".join(problems))
+    log.info("CRD %s fits this operator; policy: %s", CRD_NAME, policy)
     metrics = OperatorMetrics()
     metrics_at = os.environ.get("ENTREPOT_OPERATOR_METRICS", "0.0.0.0:9090")
     if metrics_at != "off":
@@ -78,6 +193,8 @@ def run_operator(*, namespaces: list[str] | None) -> int:
         applier=Applier(api),
         image=os.environ.get("ENTREPOT_OPERATOR_IMAGE") or DEFAULT_IMAGE,
         metrics=metrics,
+        policy=policy,
+        namespaces=tuple(watched),
     )
     kopf.run(
         registry=build_registry(ctx),

@@ -72,7 +72,7 @@ def test_the_air_gapped_example_verifies_company_modules_with_a_key_from_its_sec
     assert volume["projected"]["sources"] == [
         {
             "secret": {
-                "name": "corp-sumdb",
+                "name": "entrepot-corp-sumdb",
                 "items": [{"key": "verifier-key", "path": "sumdb-key-0"}],
             }
         }

@@ -30,12 +30,20 @@ def children(s: ModuleMirrorSpec, *, monitor: bool = False) -> dict[str, Any]:
     )
 
 
-def test_every_child_is_owned_labelled_and_namespaced() -> None:
-    for kind, child in children(spec()).items():
+@pytest.mark.parametrize("policy", ["Retain", "Delete"])
+def test_every_child_is_owned_labelled_and_namespaced(policy: str) -> None:
+    """Owned, so garbage collected with the mirror; but the cache claim only with
+    storage.deletionPolicy Delete (Retain, the default, leaves it for a mirror of that name)."""
+    for kind, child in children(spec(storage={"deletionPolicy": policy})).items():
         if child is None:
             continue
         meta = child["metadata"]
         assert meta["namespace"] == "builds", kind
+        if kind == "PersistentVolumeClaim":
+            assert meta["annotations"] == {"entrepot.dev/mirror": "builds/gomods"}
+            if policy == "Retain":
+                assert "ownerReferences" not in meta
+                continue
         assert meta["ownerReferences"] == [
             {
                 "apiVersion": "entrepot.dev/v1alpha1",
@@ -341,3 +349,13 @@ def test_the_service_monitor_labels_series_as_the_alerts_select_them() -> None:
         "app_kubernetes_io_part_of": "entrepot",
         "app_kubernetes_io_component": "module-mirror",
     }
+
+
+def test_mirror_pods_are_never_best_effort() -> None:
+    container = pod_of(spec())["containers"][0]
+    assert container["resources"] == {
+        "requests": {"cpu": "100m", "memory": "256Mi"},
+        "limits": {"cpu": "1", "memory": "1Gi"},
+    }
+    mine = {"requests": {"memory": "2Gi"}}
+    assert pod_of(spec(resources=mine))["containers"][0]["resources"] == mine  # whole, not merged

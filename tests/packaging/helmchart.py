@@ -59,16 +59,31 @@ def set_args(values: dict[str, str]) -> list[str]:
     return [arg for key, value in values.items() for arg in ("--set", f"{key}={value}")]
 
 
-def render(home: Path, values: dict[str, str] | None = None) -> list[Manifest]:
-    """``helm template`` of the chart, parsed: one dict per object, in output order."""
+# The Prometheus Operator's kinds, as a cluster with its CRDs serves them.
+MONITORING_APIS = (
+    "monitoring.coreos.com/v1/ServiceMonitor",
+    "monitoring.coreos.com/v1/PrometheusRule",
+)
+
+
+def render(
+    home: Path,
+    values: dict[str, str] | None = None,
+    *,
+    api_versions: tuple[str, ...] = (),
+    release: str = RELEASE,
+) -> list[Manifest]:
+    """``helm template`` of the chart, parsed: one dict per object, in output order.
+    ``api_versions``: kinds the pretend cluster serves beyond the built-in ones."""
     done = run_helm(
         home,
         "template",
-        RELEASE,
+        release,
         str(CHART),
         "--namespace",
         RELEASE_NAMESPACE,
         *set_args(values or {}),
+        *[arg for api in api_versions for arg in ("--api-versions", api)],
     )
     assert done.returncode == 0, done.stderr
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
@@ -92,6 +107,10 @@ def one(docs: list[Manifest], kind: str) -> Manifest:
 #   listed   the whole cluster, only when watching a list of namespaces
 #   release  the release namespace only
 Where = Literal["watched", "cluster", "listed", "release"]
+# Children every mirror has are applied (patch; create when absent) and observed, never
+# deleted: garbage collection removes them with their mirror. Children only some specs want
+# are also deleted when the spec stops wanting them.
+KEPT_CHILD_VERBS = "get list watch create patch"
 CHILD_VERBS = "get list watch create patch delete"
 
 
@@ -107,25 +126,30 @@ class Rule:
 
 RULES = [
     Rule("entrepot.dev", "modulemirrors", "get list watch patch", "watched",
-         "watch ModuleMirrors; patch them for kopf's finalizer and annotations"),
-    Rule("entrepot.dev", "modulemirrors/status", "get patch", "watched",
+         "watch ModuleMirrors; patch them for kopf's annotations"),
+    Rule("entrepot.dev", "modulemirrors/status", "patch", "watched",
          "write status: conditions, replicas, URL, observedGeneration"),
     Rule("entrepot.dev", "modulemirrors/finalizers", "update", "watched",
          "set ownerReferences with blockOwnerDeletion on children"
          " (OwnerReferencesPermissionEnforcement)"),
-    Rule("", "configmaps", CHILD_VERBS, "watched",
-         "the mirror's config file: server-side apply, observe, delete"),
-    Rule("", "services", CHILD_VERBS, "watched", "the Service builds point GOPROXY at"),
-    Rule("", "persistentvolumeclaims", CHILD_VERBS, "watched", "the cache volume"),
-    Rule("apps", "deployments", CHILD_VERBS, "watched", "the mirror pods"),
+    Rule("", "configmaps", KEPT_CHILD_VERBS, "watched",
+         "the mirror's config file: server-side apply, observe"),
+    Rule("", "services", KEPT_CHILD_VERBS, "watched", "the Service builds point GOPROXY at"),
+    Rule("apps", "deployments", KEPT_CHILD_VERBS, "watched", "the mirror pods"),
+    Rule("", "persistentvolumeclaims", CHILD_VERBS, "watched",
+         "the cache volume (deleted only if the spec wants none and this mirror owns it)"),
     Rule("policy", "poddisruptionbudgets", CHILD_VERBS, "watched",
          "a PodDisruptionBudget when replicas > 1"),
     Rule("networking.k8s.io", "ingresses", CHILD_VERBS, "watched", "spec.ingress"),
     Rule("monitoring.coreos.com", "servicemonitors", CHILD_VERBS, "watched",
          "a ServiceMonitor when the Prometheus Operator is installed"),
-    Rule("", "events", "create", "watched", "Events on ModuleMirrors (kopf posts core/v1 Events)"),
+    Rule("", "pods", "get list watch", "watched",
+         "why a mirror is not Ready: unschedulable, image pull, crash loop, readiness"),
+    Rule("", "events", "get list watch create", "watched",
+         "read the Events of mirror pods and PVCs (why not Ready); post Events on ModuleMirrors"),
     Rule("apiextensions.k8s.io", "customresourcedefinitions", "get list watch", "cluster",
-         "is the ServiceMonitor CRD installed? kopf also watches CRDs to notice new resources"),
+         "the ModuleMirror CRD fits this operator (checked at start); is the ServiceMonitor"
+         " CRD installed? kopf also watches CRDs to notice new resources"),
     Rule("", "namespaces", "list watch", "listed",
          "kopf's namespace observer, which runs only when watching a list of namespaces"),
     Rule("coordination.k8s.io", "leases", "create", "release",

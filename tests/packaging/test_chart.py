@@ -5,7 +5,9 @@ The RBAC contract lives in helmchart.RULES; the rendered Roles must grant exactl
 
 from __future__ import annotations
 
+import json
 import re
+from copy import deepcopy
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ import yaml
 from helmchart import (
     CHART,
     LEASE,
+    MONITORING_APIS,
     RELEASE_NAMESPACE,
     REPO,
     RULES,
@@ -160,7 +163,7 @@ def test_a_digest_pins_both_images(home: Path) -> None:
 
 
 def test_labels_and_selectors_agree(home: Path) -> None:
-    docs = render(home, OPTIONS)
+    docs = render(home, OPTIONS, api_versions=MONITORING_APIS)
     deployment = one(docs, "Deployment")
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     selector = deployment["spec"]["selector"]["matchLabels"]
@@ -222,7 +225,10 @@ def test_dashboards_are_the_checked_in_json_with_the_sidecar_label(home: Path) -
 
 
 def test_prometheus_rule_alerts_have_runbooks(home: Path) -> None:
-    rule = one(render(home, {"prometheusRule.enabled": "true"}), "PrometheusRule")
+    rule = one(
+        render(home, {"prometheusRule.enabled": "true"}, api_versions=MONITORING_APIS),
+        "PrometheusRule",
+    )
     alerts = [r for g in rule["spec"]["groups"] for r in g["rules"]]
     assert {a["alert"] for a in alerts} == {
         "EntrepotUpstreamFailing",
@@ -238,10 +244,18 @@ def test_prometheus_rule_alerts_have_runbooks(home: Path) -> None:
         assert f"### {alert['alert'].lower()}" in operations, alert["alert"]
 
 
+CLUSTER_SCOPED = (
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+)
+
+
 def test_everything_namespaced_lands_in_the_release_namespace(home: Path) -> None:
-    docs = render(home, OPTIONS)
+    docs = render(home, {**OPTIONS, "networkPolicy.enabled": "true"}, api_versions=MONITORING_APIS)
     for doc in docs:
-        if doc["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+        if doc["kind"] in CLUSTER_SCOPED:
             assert "namespace" not in doc["metadata"]
         elif doc["kind"] in ("Role", "RoleBinding") and not doc["metadata"]["name"].endswith(
             "-leader-election"
@@ -268,7 +282,10 @@ def test_rbac_watching_listed_namespaces_is_exactly_the_table(home: Path) -> Non
 
     cluster_resources = {g.resource for g in granted if g.scope == "cluster"}
     assert cluster_resources == {"customresourcedefinitions", "namespaces"}
+    bound = {b["roleRef"]["name"] for b in of_kind(docs, "ClusterRoleBinding")}
     for cluster_role in of_kind(docs, "ClusterRole"):
+        if cluster_role["metadata"]["name"] not in bound:
+            continue  # the aggregated view/edit roles, for users (test_aggregated_roles)
         for rule in cluster_role["rules"]:
             assert not any(r.startswith("modulemirrors") for r in rule["resources"])
     roles = {(r["metadata"]["namespace"], r["metadata"]["name"]) for r in of_kind(docs, "Role")}
@@ -452,7 +469,7 @@ def test_the_examples_show_what_they_promise() -> None:
     private_route = {"patterns": "git.example.com", "proxy": "direct", "sumdb": False}
     assert private_route in private["go"]["routes"]
     assert private["credentials"]["gitCredentials"] == {
-        "secretName": "git-creds",
+        "secretName": "entrepot-git-creds",
         "key": "git-credentials",
     }
 
@@ -474,3 +491,424 @@ def test_the_examples_show_what_they_promise() -> None:
     ha = specs["highly-available"]
     assert ha["replicas"] == 3
     assert ha["storage"]["accessMode"] == "ReadWriteMany"
+
+
+# --- names: the longest release name helm allows -----------------------------------------------
+
+LONG_RELEASE = "r" * 45 + "-entrepo"  # 53 characters, helm's maximum, without "entrepot"
+DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def test_a_53_character_release_name_gives_valid_names(home: Path) -> None:
+    """Issue 11: a release name of ~47 characters or more made `<fullname>-metrics` longer
+    than a Service name may be (63), and the install failed."""
+    assert len(LONG_RELEASE) == 53
+    values = {
+        **OPTIONS,
+        "replicaCount": "2",
+        "networkPolicy.enabled": "true",
+        "policy.enabled": "true",
+    }
+    docs = render(home, values, api_versions=MONITORING_APIS, release=LONG_RELEASE)
+    kinds = {d["kind"] for d in docs}
+    assert {"Service", "PodDisruptionBudget", "NetworkPolicy", "ServiceMonitor"} <= kinds
+    for doc in docs:
+        name = doc["metadata"]["name"]
+        if doc["kind"] == "Service":
+            assert DNS_LABEL.match(name), name
+            assert len(name) <= 63, name
+            assert name.endswith("-metrics")
+        elif doc["kind"] not in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"):
+            assert DNS_SUBDOMAIN.match(name), (doc["kind"], name)
+            assert len(name) <= 253 if "Policy" in doc["kind"] else len(name) <= 63, name
+        for key, value in doc["metadata"]["labels"].items():
+            assert len(str(value)) <= 63, (doc["kind"], key, value)
+    deployment = one(docs, "Deployment")
+    assert len(deployment["metadata"]["name"]) <= 63
+    service = one(docs, "Service")
+    assert service["metadata"]["name"] == f"{LONG_RELEASE}-entrepot"[:55] + "-metrics"
+    assert len(service["metadata"]["name"]) == 63
+
+
+def test_suffixed_names_are_unchanged_for_short_releases(home: Path) -> None:
+    docs = render(home, {"dashboards.enabled": "true"})
+    assert one(docs, "Service")["metadata"]["name"] == "demo-entrepot-metrics"
+    roles = {r["metadata"]["name"] for r in of_kind(docs, "Role")}
+    assert "demo-entrepot-leader-election" in roles
+    maps = {m["metadata"]["name"] for m in of_kind(docs, "ConfigMap")}
+    assert "demo-entrepot-dashboard-overview" in maps
+
+
+# --- optional monitoring objects ---------------------------------------------------------------
+
+
+def test_monitoring_objects_need_their_crds(home: Path) -> None:
+    """Issue 11: serviceMonitor.enabled without the Prometheus Operator's CRD failed the
+    install. Now the objects are left out where the cluster does not serve the kinds."""
+    wanted = {"metrics.serviceMonitor.enabled": "true", "prometheusRule.enabled": "true"}
+    without = render(home, wanted)
+    assert of_kind(without, "ServiceMonitor") == []
+    assert of_kind(without, "PrometheusRule") == []
+    with_crds = render(home, wanted, api_versions=MONITORING_APIS)
+    assert len(of_kind(with_crds, "ServiceMonitor")) == 1
+    assert len(of_kind(with_crds, "PrometheusRule")) == 1
+    only_monitors = render(home, wanted, api_versions=MONITORING_APIS[:1])
+    assert len(of_kind(only_monitors, "ServiceMonitor")) == 1
+    assert of_kind(only_monitors, "PrometheusRule") == []
+    # Not asked for: nothing, CRDs or not.
+    assert of_kind(render(home, api_versions=MONITORING_APIS), "ServiceMonitor") == []
+
+
+# --- availability and network ------------------------------------------------------------------
+
+
+def test_one_replica_has_no_disruption_budget_and_no_anti_affinity(home: Path) -> None:
+    docs = render(home)
+    assert of_kind(docs, "PodDisruptionBudget") == []
+    assert "affinity" not in one(docs, "Deployment")["spec"]["template"]["spec"]
+
+
+def test_two_replicas_get_a_disruption_budget_and_a_soft_anti_affinity(home: Path) -> None:
+    docs = render(home, {"replicaCount": "2"})
+    pdb = one(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    selector = one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert pdb["spec"]["selector"]["matchLabels"] == selector
+    affinity = one(docs, "Deployment")["spec"]["template"]["spec"]["affinity"]
+    assert "requiredDuringSchedulingIgnoredDuringExecution" not in affinity["podAntiAffinity"]
+    (preferred,) = affinity["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    term = preferred["podAffinityTerm"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    assert term["labelSelector"]["matchLabels"] == selector
+
+    # The user's affinity wins; the budget can be switched off.
+    own = render(
+        home,
+        {
+            "replicaCount": "3",
+            "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+            ".nodeSelectorTerms[0].matchExpressions[0].key": "pool",
+            "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+            ".nodeSelectorTerms[0].matchExpressions[0].operator": "Exists",
+            "podDisruptionBudget.enabled": "false",
+        },
+    )
+    assert list(one(own, "Deployment")["spec"]["template"]["spec"]["affinity"]) == ["nodeAffinity"]
+    assert of_kind(own, "PodDisruptionBudget") == []
+
+
+def test_the_network_policy_is_off_by_default_and_opens_only_the_two_ports(home: Path) -> None:
+    assert of_kind(render(home), "NetworkPolicy") == []
+    docs = render(home, {"networkPolicy.enabled": "true"})
+    policy = one(docs, "NetworkPolicy")
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    selector = one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert policy["spec"]["podSelector"]["matchLabels"] == selector
+    health, metrics = policy["spec"]["ingress"]
+    assert health == {"ports": [{"port": "health", "protocol": "TCP"}]}
+    assert metrics == {"ports": [{"port": "metrics", "protocol": "TCP"}]}
+    ports = {p["name"] for p in container(docs)["ports"]}
+    assert ports == {"health", "metrics"}  # the policy names every port there is
+
+    scoped = render(
+        home,
+        {
+            "networkPolicy.enabled": "true",
+            "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.team": "monitoring",
+        },
+    )
+    _, metrics = one(scoped, "NetworkPolicy")["spec"]["ingress"]
+    assert metrics["from"] == [{"namespaceSelector": {"matchLabels": {"team": "monitoring"}}}]
+
+
+# --- the values schema: typed resources and security contexts, the policy ---------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"resources.limitz.cpu": "1"}, "limitz"),
+        ({"resources.requests.cpu": "lots"}, "cpu"),
+        ({"securityContext.runAsUsr": "1"}, "runAsUsr"),
+        ({"securityContext.capabilities.drop": "ALL"}, "drop"),
+        ({"podSecurityContext.fsgroup": "1"}, "fsgroup"),
+        ({"podSecurityContext.seccompProfile.type": "Sometimes"}, "type"),
+        ({"policy.allowedImage[0]": "x"}, "allowedImage"),
+        ({"policy.serviceTypes": "{Weird}"}, "serviceTypes"),
+        ({"policy.serviceTypes": "null"}, "serviceTypes"),
+        ({"policy.ingress.hosts": "{Not A Host}"}, "hosts"),
+        ({"policy.bearerTokenHosts": "{https://proxy.example.com}"}, "bearerTokenHosts"),
+        ({"policy.secretNamePattern": ""}, "secretNamePattern"),
+        ({"policy.tolerationKeys": "{a b}"}, "tolerationKeys"),
+        ({"networkPolicy.enable": "true"}, "enable"),
+        ({"podDisruptionBudget.maxUnavailable": "0"}, "maxUnavailable"),
+        ({"rbac.aggregated": "true"}, "aggregated"),
+    ],
+)
+def test_the_values_schema_refuses_typos_in_the_new_values(
+    home: Path, values: dict[str, str], message: str
+) -> None:
+    done = run_helm(home, "template", "demo", str(CHART), *set_args(values))
+    assert done.returncode != 0, values
+    assert message in done.stderr
+
+
+def test_the_values_schema_takes_what_kubernetes_takes(home: Path) -> None:
+    docs = render(
+        home,
+        {
+            "resources.requests.cpu": "0.5",
+            "resources.requests.memory": "100M",
+            "resources.limits.memory": "1Gi",
+            "securityContext.seccompProfile.type": "Localhost",
+            "securityContext.seccompProfile.localhostProfile": "operator.json",
+            "podSecurityContext.supplementalGroups[0]": "1000",
+            "podDisruptionBudget.maxUnavailable": "50%",
+            "replicaCount": "2",
+        },
+    )
+    assert container(docs)["resources"]["requests"] == {"cpu": "0.5", "memory": "100M"}
+    assert one(docs, "PodDisruptionBudget")["spec"]["maxUnavailable"] == "50%"
+
+
+# --- aggregated roles --------------------------------------------------------------------------
+
+
+def test_aggregated_roles_let_view_read_and_edit_write_module_mirrors(home: Path) -> None:
+    docs = render(home)
+    roles = {r["metadata"]["name"]: r for r in of_kind(docs, "ClusterRole")}
+    view = roles[f"{RELEASE_NAMESPACE}-demo-entrepot-view"]
+    edit = roles[f"{RELEASE_NAMESPACE}-demo-entrepot-edit"]
+    assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    for label in ("aggregate-to-edit", "aggregate-to-admin"):
+        assert edit["metadata"]["labels"][f"rbac.authorization.k8s.io/{label}"] == "true"
+    assert "rbac.authorization.k8s.io/aggregate-to-view" not in edit["metadata"]["labels"]
+
+    def verbs(role: Manifest, resource: str) -> set[str]:
+        return {
+            v for r in role["rules"] if resource in r["resources"] for v in r["verbs"]
+        }  # fmt: skip
+
+    assert verbs(view, "modulemirrors") == {"get", "list", "watch"}
+    assert verbs(edit, "modulemirrors") >= {"create", "update", "patch", "delete", "get"}
+    assert verbs(edit, "modulemirrors/status") == {"get", "list", "watch"}  # status is ours
+    for role in (view, edit):
+        assert {g for r in role["rules"] for g in r["apiGroups"]} == {"entrepot.dev"}
+    # Not the operator's: no binding names them.
+    bound = {b["roleRef"]["name"] for b in of_kind(docs, "ClusterRoleBinding")}
+    assert not bound & {view["metadata"]["name"], edit["metadata"]["name"]}
+    off = render(home, {"rbac.aggregate": "false"})
+    assert len(of_kind(off, "ClusterRole")) == 1
+
+
+# --- the policy: ValidatingAdmissionPolicy and ENTREPOT_POLICY ---------------------------------
+
+
+def admission(docs: list[Manifest]) -> tuple[Manifest, Manifest]:
+    return one(docs, "ValidatingAdmissionPolicy"), one(docs, "ValidatingAdmissionPolicyBinding")
+
+
+def variables(policy: Manifest) -> dict[str, str]:
+    return {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
+
+
+def test_the_admission_policy_guards_module_mirror_writes(home: Path) -> None:
+    vap, binding = admission(render(home))
+    assert vap["apiVersion"] == binding["apiVersion"] == "admissionregistration.k8s.io/v1"
+    assert vap["metadata"]["name"] == f"{RELEASE_NAMESPACE}-demo-entrepot-modulemirrors"
+    assert binding["spec"]["policyName"] == vap["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    assert "matchResources" not in binding["spec"]  # every namespace, as the operator
+    assert vap["spec"]["failurePolicy"] == "Fail"
+    (rule,) = vap["spec"]["matchConstraints"]["resourceRules"]
+    assert rule["apiGroups"] == ["entrepot.dev"]
+    assert rule["resources"] == ["modulemirrors"]  # not status: the operator writes that
+    assert rule["operations"] == ["CREATE", "UPDATE"]
+    # One validation whose message lists every problem (the API server reports only the
+    # first failed validation, and a refusal should name every reason).
+    (validation,) = vap["spec"]["validations"]
+    assert validation["expression"] == "size(variables.problems) == 0"
+    assert validation["messageExpression"] == 'variables.problems.join("; ")'
+    messages = variables(vap)["problems"]
+    for value in (
+        "policy.allowedImages",
+        "policy.serviceTypes",
+        "policy.ingress.hosts",
+        "policy.ingress.classNames",
+        "policy.tolerationKeys",
+        "policy.secretNamePattern",
+        "policy.bearerTokenHosts",
+    ):
+        assert f"(chart value {value})" in messages, value
+
+
+def test_the_admission_policy_follows_the_watched_namespaces(home: Path) -> None:
+    _, binding = admission(render(home, {"watchNamespaces": "{a,b}"}))
+    (expression,) = binding["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"]
+    assert expression == {
+        "key": "kubernetes.io/metadata.name",
+        "operator": "In",
+        "values": ["a", "b"],
+    }
+
+
+def test_policy_disabled_renders_no_admission_policy_and_no_env(home: Path) -> None:
+    docs = render(home, {"policy.enabled": "false"})
+    assert of_kind(docs, "ValidatingAdmissionPolicy") == []
+    assert of_kind(docs, "ValidatingAdmissionPolicyBinding") == []
+    assert "ENTREPOT_POLICY" not in env_of(docs)
+
+
+POLICY_VALUES = {
+    "image.digest": "sha256:" + "cd" * 32,
+    "policy.allowedImages": "{registry.example.com/approved/}",
+    "policy.serviceTypes": "{ClusterIP,NodePort}",
+    "policy.ingress.hosts": "{*.mirrors.example.com,goproxy.example.com}",
+    "policy.ingress.classNames": "{internal}",
+    "policy.tolerationKeys": "{dedicated}",
+    "policy.secretNamePattern": "^(entrepot|gomods)-",
+    "policy.bearerTokenHosts": "{proxy.example.com}",
+}
+
+
+def test_the_operator_gets_the_same_policy_as_the_admission_policy(home: Path) -> None:
+    """ENTREPOT_POLICY is what policy.Policy.from_env reads; the admission policy's lists
+    are the same values."""
+    policy_module = pytest.importorskip("entrepot_operator.policy")
+    docs = render(home, POLICY_VALUES)
+    text = env_of(docs)["ENTREPOT_POLICY"]["value"]
+    policy = policy_module.Policy.from_env({"ENTREPOT_POLICY": text})
+    assert policy == policy_module.Policy(
+        # The mirror image's repository, without its digest, always comes first.
+        allowed_images=("registry.example.com/entrepot/entrepot", "registry.example.com/approved/"),
+        service_types=("ClusterIP", "NodePort"),
+        ingress_hosts=("*.mirrors.example.com", "goproxy.example.com"),
+        ingress_class_names=("internal",),
+        toleration_keys=("dedicated",),
+        secret_name_pattern="^(entrepot|gomods)-",
+        bearer_token_hosts=("proxy.example.com",),
+    )
+    vap, _ = admission(docs)
+    cel = variables(vap)
+    # JSON lists and strings are CEL literals too.
+    assert json.loads(cel["allowedImages"]) == list(policy.allowed_images)
+    assert json.loads(cel["serviceTypes"]) == list(policy.service_types)
+    assert json.loads(cel["ingressClassNames"]) == list(policy.ingress_class_names)
+    assert json.loads(cel["tolerationKeys"]) == list(policy.toleration_keys)
+    assert json.loads(cel["secretNamePattern"]) == policy.secret_name_pattern
+    assert json.loads(cel["defaultImage"]) == env_of(docs)["ENTREPOT_OPERATOR_IMAGE"]["value"]
+
+    # The host regexes the chart writes match what policy.host_allowed matches.
+    hosts = [
+        "a.mirrors.example.com",
+        "a.b.mirrors.example.com",
+        "*.mirrors.example.com",
+        "mirrors.example.com",
+        "goproxy.example.com",
+        "goproxyxexample.com",
+        "xgoproxy.example.com",
+    ]
+    for variable, patterns in (
+        ("ingressHosts", policy.ingress_hosts),
+        ("tokenHosts", policy.bearer_token_hosts),
+    ):
+        regexes = json.loads(cel[variable])
+        assert len(regexes) == len(patterns)
+        for host in hosts + list(patterns):
+            chart = any(re.search(r, host) for r in regexes)
+            assert chart == policy_module.host_allowed(host, patterns), (variable, host)
+
+
+def test_the_default_policy_allows_only_the_mirror_image_repository(home: Path) -> None:
+    policy_module = pytest.importorskip("entrepot_operator.policy")
+    port = "registry.example.com:5000/team/mirror"
+    digest = "sha256:" + "ab" * 32
+    for values, repository in [
+        ({}, "registry.example.com/entrepot/entrepot"),
+        ({"mirrorImage": f"{port}:9"}, port),
+        ({"mirrorImage": f"registry.example.com/m:1@{digest}"}, "registry.example.com/m"),
+    ]:
+        docs = render(home, values)
+        text = env_of(docs)["ENTREPOT_POLICY"]["value"]
+        policy = policy_module.Policy.from_env({"ENTREPOT_POLICY": text})
+        assert policy.allowed_images == (repository,), values
+        assert policy.service_types == ("ClusterIP",)
+        assert policy.ingress_hosts == ()
+        assert policy.toleration_keys == ()
+        assert policy.secret_name_pattern == "^entrepot-"
+        assert policy.bearer_token_hosts == ()
+        assert json.loads(variables(admission(docs)[0])["allowedImages"]) == [repository]
+
+
+# --- the CRD the operator checks at start ------------------------------------------------------
+
+
+def test_the_chart_crd_passes_the_operators_start_check() -> None:
+    runner = pytest.importorskip("entrepot_operator.runner")
+    (crd,) = [d for p in sorted((CHART / "crds").glob("*.yaml")) for d in load_yaml_documents(p)]
+    assert runner.crd_problems(crd) == []
+
+
+def test_the_start_check_refuses_an_older_crd() -> None:
+    """Issue 11: no CRD version check at operator start. A CRD that lacks a field this
+    operator's model has (an operator upgraded before its CRD), a missing v1alpha1, or no CRD
+    at all: the reasons, and the command that fixes it."""
+    runner = pytest.importorskip("entrepot_operator.runner")
+    (crd,) = [d for p in sorted((CHART / "crds").glob("*.yaml")) for d in load_yaml_documents(p)]
+    older = deepcopy(crd)
+    schema = older["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    del schema["properties"]["spec"]["properties"]["storage"]["properties"]["accessMode"]
+    del schema["properties"]["status"]["properties"]["conditions"]["items"]["properties"]["reason"]
+    (problem,) = runner.crd_problems(older)
+    assert "modulemirrors.entrepot.dev in the cluster is older than this operator" in problem
+    assert "spec.storage.accessMode, status.conditions[].reason" in problem
+    assert "kubectl apply --server-side --force-conflicts -f helm/entrepot/crds/" in problem
+
+    # Free-form where the operator now has a schema: nothing is pruned, so nothing lacks.
+    free = deepcopy(crd)
+    spec = free["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    spec["properties"]["tolerations"] = {
+        "type": "array",
+        "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+    }
+    assert runner.crd_problems(free) == []
+
+    other = deepcopy(crd)
+    other["spec"]["versions"][0]["name"] = "v1beta1"
+    (problem,) = runner.crd_problems(other)
+    assert "does not serve v1alpha1 (it serves v1beta1)" in problem
+    no_status = deepcopy(crd)
+    no_status["spec"]["versions"][0]["subresources"] = {}
+    assert "no status subresource" in runner.crd_problems(no_status)[0]
+    (missing,) = runner.crd_problems(None)
+    assert "modulemirrors.entrepot.dev is not installed" in missing
+
+
+# --- docs --------------------------------------------------------------------------------------
+
+NEW_VALUES = [
+    "policy.enabled",
+    "policy.allowedImages",
+    "policy.serviceTypes",
+    "policy.ingress.hosts",
+    "policy.ingress.classNames",
+    "policy.tolerationKeys",
+    "policy.secretNamePattern",
+    "policy.bearerTokenHosts",
+    "networkPolicy.enabled",
+    "networkPolicy.metricsFrom",
+    "podDisruptionBudget.enabled",
+    "podDisruptionBudget.maxUnavailable",
+    "rbac.aggregate",
+]
+
+
+def test_docs_describe_every_new_value_and_no_finalizer() -> None:
+    text = (REPO / "docs" / "helm.md").read_text()
+    values = text.split("\n## Values", 1)[1].split("\n## ", 1)[0]
+    for key in NEW_VALUES:
+        assert f"| `{key}`" in values, key
+    # The operator puts no finalizer on ModuleMirrors (issue 11: the docs said it did).
+    assert "KopfFinalizerMarker" not in text
+    assert "kopf.zalando.org" not in text

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -24,7 +25,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
@@ -243,7 +244,19 @@ def test_install_with_listed_namespaces(
         Grant(a, "entrepot.dev", "modulemirrors", "delete"),
         Grant(a, "entrepot.dev", "modulemirrors", "update"),
         Grant(a, "apps", "deployments", "update"),
-        Grant(a, "", "pods", "list"),
+        # Children every mirror has are never deleted by the operator (garbage collection).
+        Grant(a, "apps", "deployments", "delete"),
+        Grant(a, "", "services", "delete"),
+        Grant(a, "", "configmaps", "delete"),
+        # The status is written, never read on its own.
+        Grant(a, "entrepot.dev", "modulemirrors/status", "get"),
+        # Pods and Events are read to explain a mirror, never written.
+        Grant(a, "", "pods", "create"),
+        Grant(a, "", "pods", "delete"),
+        Grant(a, "", "pods/exec", "create"),
+        Grant(a, "", "pods/log", "get"),
+        Grant(a, "", "events", "delete"),
+        Grant(c, "", "pods", "list"),
         Grant(a, "coordination.k8s.io", "leases", "create"),
         Grant(release, "coordination.k8s.io", "leases", "update", "someone-else"),
         Grant(release, "coordination.k8s.io", "leases", "patch", LEASE),
@@ -286,8 +299,10 @@ def test_install_watching_all_namespaces(
         Grant("cluster", "", "secrets", "get"),
         Grant(names["c"], "", "secrets", "get"),
         Grant("cluster", "", "namespaces", "list"),
-        Grant("cluster", "", "pods", "list"),
+        Grant("cluster", "", "pods", "create"),
+        Grant("cluster", "", "pods/exec", "create"),
         Grant("cluster", "apps", "deployments", "update"),
+        Grant("cluster", "apps", "deployments", "delete"),
     ]:
         assert not allowed(api, sa, grant), grant
     helm(helm_home, kubeconfig, "uninstall", "ops", "-n", release, "--wait")
@@ -485,9 +500,20 @@ def test_monitoring_objects_fit_the_prometheus_operator_crds(
         str(CHART),
         "-n",
         release,
-        *set_args({"dashboards.enabled": "true", "prometheusRule.enabled": "true"}),
+        *set_args(
+            {
+                "dashboards.enabled": "true",
+                "prometheusRule.enabled": "true",
+                "metrics.serviceMonitor.enabled": "true",
+            }
+        ),
     )
     try:
+        # The CRDs are served here, so the chart's own ServiceMonitor is installed too.
+        own = monitoring.get_namespaced_custom_object(
+            "monitoring.coreos.com", "v1", release, "servicemonitors", "ops-entrepot"
+        )
+        assert own["spec"]["endpoints"][0]["port"] == "metrics"
         # The PrometheusRule: admitted by the real schema, five alerts, stored as rendered.
         rule = monitoring.get_namespaced_custom_object(
             "monitoring.coreos.com", "v1", release, "prometheusrules", "ops-entrepot"
@@ -559,3 +585,158 @@ def test_monitoring_objects_fit_the_prometheus_operator_crds(
             assert why in refused.stderr, refused.stderr
     finally:
         helm(helm_home, kubeconfig, "uninstall", "ops", "-n", release, "--wait")
+
+
+LONG_RELEASE = "r" * 45 + "-entrepo"  # 53 characters: the longest release name helm takes
+
+
+def admission_policy_checked(api: client.ApiClient, name: str) -> dict[str, Any]:
+    """The API server's type check of a ValidatingAdmissionPolicy against the CRD's schema
+    (status.typeChecking), once it has run."""
+    found = cast(
+        dict[str, Any],
+        client.CustomObjectsApi(api).get_cluster_custom_object(
+            "admissionregistration.k8s.io", "v1", "validatingadmissionpolicies", name
+        ),
+    )
+    status = found.get("status") or {}
+    if status.get("observedGeneration") != found["metadata"]["generation"]:
+        return {}
+    return cast(dict[str, Any], status.get("typeChecking") or {"checked": True})
+
+
+def test_a_53_character_release_name_installs_with_every_option(
+    api: client.ApiClient, kubeconfig: str, helm_home: Path, names: dict[str, str]
+) -> None:
+    """Issue 11: `<fullname>-metrics` over 63 characters broke installs of long release names;
+    metrics.serviceMonitor.enabled without the ServiceMonitor CRD broke every install."""
+    release = names["release"]
+    assert len(LONG_RELEASE) == 53
+    values = {
+        "replicaCount": "2",
+        "networkPolicy.enabled": "true",
+        "metrics.serviceMonitor.enabled": "true",
+        "prometheusRule.enabled": "true",
+        "dashboards.enabled": "true",
+    }
+    install = helm(
+        helm_home,
+        kubeconfig,
+        "install",
+        LONG_RELEASE,
+        str(CHART),
+        "-n",
+        release,
+        *set_args(values),
+        "--wait",
+        "--timeout",
+        "90s",
+    )
+    try:
+        fullname = f"{LONG_RELEASE}-entrepot"
+        services = client.CoreV1Api(api).list_namespaced_service(release).items
+        (service,) = [s for s in services if s.metadata.name.endswith("-metrics")]
+        assert service.metadata.name == fullname[:55] + "-metrics"
+        assert ready_replicas(api, release, fullname) == 2
+        assert client.PolicyV1Api(api).read_namespaced_pod_disruption_budget(fullname, release)
+        networking = client.NetworkingV1Api(api)
+        assert networking.read_namespaced_network_policy(fullname, release)
+        # No ServiceMonitor/PrometheusRule CRD in this cluster: left out, and the notes say so.
+        notes = " ".join(install.stdout.split())
+        assert "no ServiceMonitor was created" in notes, install.stdout
+        assert "no alerts were created" in notes
+        manifest = helm(helm_home, kubeconfig, "get", "manifest", LONG_RELEASE, "-n", release)
+        kinds = {d["kind"] for d in yaml.safe_load_all(manifest.stdout) if d}
+        assert not kinds & {"ServiceMonitor", "PrometheusRule"}
+        assert {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"} <= kinds
+        # The admission policy's CEL type-checks against the ModuleMirror schema.
+        checked = wait_for(
+            lambda: admission_policy_checked(api, f"{release}-{fullname}-modulemirrors"),
+            60,
+            "the admission policy type-checked",
+        )
+        assert not checked.get("expressionWarnings"), checked
+    finally:
+        helm(helm_home, kubeconfig, "uninstall", LONG_RELEASE, "-n", release, "--wait")
+
+
+def run_operator(
+    kubeconfig: str, log: Path, *, until: str, timeout: float
+) -> tuple[int | None, str]:
+    """`entrepot-operator run` with the admin kubeconfig, no leader election: its exit status
+    (None: it was still running when ``until`` showed in its output, and was then stopped) and
+    its output."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("ENTREPOT_", "POD_"))},
+        "KUBECONFIG": kubeconfig,
+        "ENTREPOT_OPERATOR_METRICS": "off",
+        "ENTREPOT_OPERATOR_HEALTH": f"127.0.0.1:{free_port()}",
+    }
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(REPO / ".venv" / "bin" / "entrepot-operator"), "run"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(
+            lambda: proc.poll() is not None or until in log.read_text(),
+            timeout,
+            f"the operator exits or says {until!r}",
+        )
+        return proc.poll(), log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_the_operator_refuses_to_start_on_an_older_crd(
+    api: client.ApiClient, kubeconfig: str, tmp_path: Path
+) -> None:
+    """Issue 11: no CRD version check at operator start. An operator upgraded before its CRD
+    now says which fields the cluster's CRD lacks, and how to apply the new one, and exits 2."""
+    (source,) = sorted((CHART / "crds").glob("*.yaml"))
+    crd_name = "modulemirrors.entrepot.dev"
+
+    def apply(path: Path) -> None:
+        done = kubectl_run(
+            kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", str(path)
+        )
+        assert done.returncode == 0, done.stderr
+
+    (crd,) = load_yaml_documents(source)
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    # Fields no validation rule of the CRD names (the API server would refuse the CRD).
+    del schema["properties"]["spec"]["properties"]["logLevel"]
+    del schema["properties"]["status"]["properties"]["configHash"]
+    older = tmp_path / source.name
+    older.write_text(yaml.safe_dump(crd))
+    try:
+        apply(older)
+        wait_for(lambda: established(api, crd_name), 30, "CRD established")
+        status, output = run_operator(
+            kubeconfig, tmp_path / "older.log", until="never printed", timeout=120
+        )
+        assert status == 2, output
+        assert "older than this operator: it lacks spec.logLevel, status.configHash" in output
+        assert "kubectl apply --server-side --force-conflicts -f helm/entrepot/crds/" in output
+        assert "Traceback" not in output
+    finally:
+        apply(source)
+    # The chart's own CRD: the check passes and the operator goes on.
+    status, output = run_operator(
+        kubeconfig, tmp_path / "fits.log", until="fits this operator", timeout=120
+    )
+    assert status is None, output

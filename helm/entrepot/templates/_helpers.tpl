@@ -24,8 +24,21 @@ chart name. Truncated to 63 characters (DNS label limit of some fields).
 {{- end }}
 
 {{/*
-Cluster-scoped objects (ClusterRole, ClusterRoleBinding) carry the release namespace too, so
-two releases of the same name in different namespaces do not fight over them.
+The full name with a suffix: (list . "metrics") -> <fullname>-metrics, the full name cut so
+that the whole fits in 63 characters (a Service name is a DNS label). A 53-character release
+name (Helm's longest) gives a 62-character full name, which alone leaves no room for one.
+*/}}
+{{- define "entrepot.suffixedName" -}}
+{{- $ctx := index . 0 }}
+{{- $suffix := index . 1 }}
+{{- $room := int (sub 62 (len $suffix)) }}
+{{- printf "%s-%s" (include "entrepot.fullname" $ctx | trunc $room | trimSuffix "-") $suffix }}
+{{- end }}
+
+{{/*
+Cluster-scoped objects (ClusterRole, ClusterRoleBinding, ValidatingAdmissionPolicy) carry the
+release namespace too, so two releases of the same name in different namespaces do not fight
+over them. Their names may be longer than 63 characters.
 */}}
 {{- define "entrepot.clusterScopedName" -}}
 {{- printf "%s-%s" .Release.Namespace (include "entrepot.fullname" .) }}
@@ -70,6 +83,48 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default (include "entrepot.image" .) .Values.mirrorImage }}
 {{- end }}
 
+{{/* The mirror image without its tag or digest: its tags and digests are always allowed. */}}
+{{- define "entrepot.mirrorRepository" -}}
+{{- $image := regexReplaceAll "@.*$" (include "entrepot.mirrorImage" .) "" }}
+{{- regexReplaceAll ":[^/]*$" $image "" }}
+{{- end }}
+
+{{/*
+The policy as the operator reads it (ENTREPOT_POLICY, operator/entrepot_operator/policy.py):
+the policy values with the mirror image's repository added to allowedImages.
+*/}}
+{{- define "entrepot.policyImages" -}}
+{{- prepend .Values.policy.allowedImages (include "entrepot.mirrorRepository" .) | uniq | toJson }}
+{{- end }}
+
+{{- define "entrepot.policyJson" -}}
+{{- $p := .Values.policy }}
+{{- $images := include "entrepot.policyImages" . | fromJsonArray }}
+{{- $ingress := dict "hosts" $p.ingress.hosts "classNames" $p.ingress.classNames }}
+{{- dict "allowedImages" $images "serviceTypes" $p.serviceTypes "ingress" $ingress "tolerationKeys" $p.tolerationKeys "secretNamePattern" $p.secretNamePattern "bearerTokenHosts" $p.bearerTokenHosts | toJson }}
+{{- end }}
+
+{{/*
+Host patterns as anchored regular expressions (JSON list): "*.example.com" matches one more
+DNS label, anything else itself (policy.py's host_regex does the same).
+*/}}
+{{- define "entrepot.hostRegexes" -}}
+{{- $out := list }}
+{{- range . }}
+{{- if hasPrefix "*." . }}
+{{- $out = append $out (printf "^[a-z0-9]([-a-z0-9]*[a-z0-9])?%s$" (regexQuoteMeta (trimPrefix "*" .))) }}
+{{- else }}
+{{- $out = append $out (printf "^%s$" (regexQuoteMeta .)) }}
+{{- end }}
+{{- end }}
+{{- toJson $out }}
+{{- end }}
+
+{{/* A list for a message: "a, b", or "(none)". */}}
+{{- define "entrepot.listed" -}}
+{{- if . }}{{ join ", " . }}{{ else }}(none){{ end }}
+{{- end }}
+
 {{/*
 RBAC. Every rule is explained in docs/helm.md and tested, rule by rule, against a table in
 tests/packaging/helmchart.py. Verbs are listed explicitly: no wildcards, no Secrets.
@@ -78,26 +133,32 @@ entrepot.namespacedRules: what the operator does inside a namespace it watches. 
 cluster-wide (ClusterRole) when watchNamespaces is empty, else by a Role in each namespace.
 */}}
 {{- define "entrepot.namespacedRules" -}}
-# ModuleMirrors: watch them, and patch them for kopf's finalizer and annotations.
+# ModuleMirrors: watch them, and patch them for kopf's annotations.
 - apiGroups: [entrepot.dev]
   resources: [modulemirrors]
   verbs: [get, list, watch, patch]
-# ModuleMirror status: conditions, observedGeneration.
+# ModuleMirror status: conditions, observedGeneration (written with PATCH; read with the
+# mirror itself).
 - apiGroups: [entrepot.dev]
   resources: [modulemirrors/status]
-  verbs: [get, patch]
+  verbs: [patch]
 # Children carry an ownerReference with blockOwnerDeletion to their ModuleMirror; clusters
 # with the OwnerReferencesPermissionEnforcement admission plugin require this for it.
 - apiGroups: [entrepot.dev]
   resources: [modulemirrors/finalizers]
   verbs: [update]
-# Children: server-side apply (patch; create when absent), observe (get, list, watch), and
-# delete what the spec no longer wants.
+# Children every mirror has: server-side apply (patch; create when absent) and observe (get,
+# list, watch). Never deleted by the operator: garbage collection removes them with their
+# ModuleMirror.
 - apiGroups: [""]
-  resources: [configmaps, services, persistentvolumeclaims]
-  verbs: [get, list, watch, create, patch, delete]
+  resources: [configmaps, services]
+  verbs: [get, list, watch, create, patch]
 - apiGroups: [apps]
   resources: [deployments]
+  verbs: [get, list, watch, create, patch]
+# Children only some specs want: also deleted when the spec no longer wants them.
+- apiGroups: [""]
+  resources: [persistentvolumeclaims]
   verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
@@ -108,10 +169,15 @@ cluster-wide (ClusterRole) when watchNamespaces is empty, else by a Role in each
 - apiGroups: [monitoring.coreos.com]
   resources: [servicemonitors]
   verbs: [get, list, watch, create, patch, delete]
-# Events about ModuleMirrors (kopf posts core/v1 Events).
+# The mirrors' pods and the Events about them and their PVCs: why a mirror is not Ready
+# (unschedulable, image pull, crash loop, storage pending). Read only.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list, watch]
+# Events: read (as above), and create them about ModuleMirrors (kopf posts core/v1 Events).
 - apiGroups: [""]
   resources: [events]
-  verbs: [create]
+  verbs: [get, list, watch, create]
 {{- end }}
 
 {{/*

@@ -12,6 +12,11 @@ SECRETS_DIR = "/etc/entrepot/secrets"
 CACHE_DIR = "/var/cache/entrepot"
 PORT = 8080
 CONFIG_HASH_ANNOTATION = "entrepot.dev/config-hash"
+# Put on an object by its owner to hand it over to the ModuleMirror of that name.
+ADOPT_ANNOTATION = "entrepot.dev/adopt"
+# "<namespace>/<name>" of the mirror a cache claim was made for: a retained claim is adopted by
+# a mirror created again with that name.
+MIRROR_ANNOTATION = "entrepot.dev/mirror"
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from typing import Any
 
 from entrepot_operator.api import ModuleMirrorSpec
 from entrepot_operator.render.meta import (
+    MIRROR_ANNOTATION,
     Owner,
     cache_claim_name,
     labels,
@@ -24,10 +25,16 @@ def render_pvc(spec: ModuleMirrorSpec, owner: Owner) -> dict[str, Any] | None:
     }
     if spec.storage.storage_class_name:
         pvc_spec["storageClassName"] = spec.storage.storage_class_name
+    meta = metadata(owner, cache_claim_name(owner))
+    meta["annotations"] = {MIRROR_ANNOTATION: f"{owner.namespace}/{owner.name}"}
+    if spec.storage.deletion_policy == "Retain":
+        # No owner: deleting the mirror leaves the cache (and its volume) in place. A server-side
+        # apply without the reference also removes the one an earlier version put there.
+        del meta["ownerReferences"]
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
-        "metadata": metadata(owner, cache_claim_name(owner)),
+        "metadata": meta,
         "spec": pvc_spec,
     }
 
