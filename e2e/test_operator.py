@@ -467,7 +467,8 @@ def test_rapid_changes_end_in_the_last_spec_without_going_back(kube: Any, ns: st
 @pytest.mark.usefixtures("operator")
 def test_deleted_optional_children_are_put_back(kube: Any, ns: str) -> None:
     """Issue 11, point 7: a deleted PodDisruptionBudget is recreated (Ingresses are watched
-    the same way; the chart's default policy allows none)."""
+    the same way; the chart's default policy allows none), and a field someone else set on
+    the Deployment is reported as Drifted until it is gone."""
     spec = {"replicas": 2, "storage": {"emptyDir": {}}, "stats": {"enabled": False}}
     kube("apply", "-n", ns, "-f", "-", input=mirror("drift", **spec))
     wait(lambda: ready(kube, ns, "drift"), 30, "Ready")
@@ -479,6 +480,18 @@ def test_deleted_optional_children_are_put_back(kube: Any, ns: str) -> None:
             30,
             f"{kind} recreated",
         )
+    # A field the operator does not set, added by hand: reported as Drifted, with who and what.
+    kube("set", "env", "deployment/drift", "-n", ns, "HTTPS_PROXY=http://proxy.example.com:3128")
+
+    def drifted() -> dict[str, Any] | None:
+        cond = conditions_of(kube, ns, "drift").get("Drifted", {})
+        return cond if cond.get("status") == "True" else None
+
+    cond = wait(drifted, 30, "Drifted=True")
+    assert "kubectl-set" in cond["message"]
+    assert "env[name=HTTPS_PROXY]" in cond["message"]
+    kube("set", "env", "deployment/drift", "-n", ns, "HTTPS_PROXY-")
+    wait(lambda: not drifted(), 30, "Drifted=False once removed")
 
 
 @pytest.mark.usefixtures("operator")

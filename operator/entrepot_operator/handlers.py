@@ -128,8 +128,9 @@ class Reconciler:
                 return
             waiting = sorted(self._queued)
         for ns, mirror in waiting:
+            context = contextvars.copy_context()  # kopf's Event posting needs its variables
             threading.Thread(
-                target=self._quietly, args=(ns, mirror), daemon=True, name="upgrade"
+                target=context.run, args=(self._quietly, ns, mirror), daemon=True, name="upgrade"
             ).start()
 
     def _quietly(self, namespace: str, name: str) -> None:

@@ -17,6 +17,12 @@ A test that needs PostgreSQL and cannot get it fails with the reason
 
 from __future__ import annotations
 
+if __package__ in (None, ""):  # run as a script (make test-postgres / test-prometheus)
+    import sys as _sys
+    from pathlib import Path as _Path
+
+    _sys.path.insert(0, str(_Path(__file__).resolve().parent.parent))
+
 import contextlib
 import os
 import pwd
@@ -30,6 +36,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from support.debian import apt_install
 
 SUPERUSER = "postgres"
 SKIP_VARIABLE = "ENTREPOT_TEST_NO_POSTGRES"
@@ -80,22 +88,11 @@ def install() -> int:
     """Install Debian's PostgreSQL server when it is missing (idempotent)."""
     if find_bin_dir() is not None:
         return 0
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        print(
-            "postgres: no PostgreSQL binaries and no way to install them here (needs root and"
-            " apt-get); the SQL store's PostgreSQL tests will fail unless"
-            f" {SKIP_VARIABLE}=1",
-            file=sys.stderr,
-        )
-        return 0
-    print("postgres: installing the postgresql package", file=sys.stderr)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    cmd = ["apt-get", "install", "-y", "--no-install-recommends", "postgresql"]
-    # The package index is refreshed only when the plain install fails.
-    if subprocess.run(cmd, env=env, check=False).returncode != 0:
-        subprocess.run(["apt-get", "update"], env=env, check=True)
-        subprocess.run(cmd, env=env, check=True)
-    return 0
+    return apt_install(
+        "postgresql",
+        what="postgres",
+        without=f"the SQL store's PostgreSQL tests will fail unless {SKIP_VARIABLE}=1",
+    )
 
 
 def _free_port() -> int:

@@ -11,9 +11,14 @@ it skip with the reason (:func:`unavailable_reason`). The server is stopped by i
 
 from __future__ import annotations
 
+if __package__ in (None, ""):  # run as a script (make test-postgres / test-prometheus)
+    import sys as _sys
+    from pathlib import Path as _Path
+
+    _sys.path.insert(0, str(_Path(__file__).resolve().parent.parent))
+
 import contextlib
 import json
-import os
 import shutil
 import signal
 import socket
@@ -28,6 +33,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from support.debian import apt_install
 
 
 def binary(name: str = "prometheus") -> str | None:
@@ -47,21 +54,13 @@ def install() -> int:
     """Install Debian's Prometheus when it is missing (idempotent)."""
     if unavailable_reason() is None:
         return 0
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        print(
-            "prometheus: not installed and no way to install it here (needs root and apt-get);"
-            " tests/integration/test_prometheus.py will fail unless"
-            " ENTREPOT_TEST_NO_PROMETHEUS=1",
-            file=sys.stderr,
-        )
-        return 0
-    print("prometheus: installing the prometheus package", file=sys.stderr)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    cmd = ["apt-get", "install", "-y", "--no-install-recommends", "prometheus"]
-    if subprocess.run(cmd, env=env, check=False).returncode != 0:
-        subprocess.run(["apt-get", "update"], env=env, check=True)
-        subprocess.run(cmd, env=env, check=True)
-    return 0
+    return apt_install(
+        "prometheus",
+        what="prometheus",
+        without=(
+            "tests/integration/test_prometheus.py will fail unless ENTREPOT_TEST_NO_PROMETHEUS=1"
+        ),
+    )
 
 
 def _free_port() -> int:
