@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
-.PHONY: run test lint format unit integration e2e bench docs install clean-venv cluster-up cluster-down cluster-tools test-postgres test-prometheus
+.PHONY: run test lint format unit integration e2e bench docs install clean-venv cluster-up cluster-down cluster-tools test-postgres test-prometheus test-js-clients
 
 # The venv is (re)built only when the project's declared dependencies change.
 $(STAMP): pyproject.toml constraints.txt
@@ -38,7 +38,7 @@ integration: $(STAMP)
 
 # The e2e suite needs the control-plane binaries: built first (cached outside the repo).
 # The SQL store's tests need PostgreSQL's server binaries: installed on Debian when missing.
-test: lint cluster-tools test-postgres test-prometheus
+test: lint cluster-tools test-postgres test-prometheus test-js-clients
 	$(BIN)/pytest
 
 test-postgres:
@@ -47,6 +47,11 @@ test-postgres:
 # Debian's prometheus and promtool for tests/integration/test_prometheus.py (only if missing).
 test-prometheus:
 	python3 tests/support/prometheus.py install
+
+# Pinned pnpm and yarn (Berry) for the npm tests, installed with the machine's npm into a cache
+# outside the repository (only if missing).
+test-js-clients:
+	python3 tests/support/jsclients.py install
 
 # A real control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok) on
 # 127.0.0.1; the first run builds it from Go modules (minutes). The last line printed by

@@ -74,6 +74,9 @@ class Applier:
         """A watch event's copy of a child: the newest this process knows."""
         meta = body.get("metadata") or {}
         key = (kind, meta.get("namespace", ""), meta.get("name", ""))
+        known = self._objects.get(key)
+        if known is not None and _older(meta, known.get("metadata") or {}):
+            return  # a late event (kopf's workers can hand one over after our own apply)
         self._objects[key] = body
         self._absent.discard(key)
 
@@ -196,3 +199,16 @@ def _version(meta: dict[str, Any]) -> str:
 
 def _digest(body: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _older(meta: dict[str, Any], than: dict[str, Any]) -> bool:
+    """Is the object of ``meta`` an older state than that of ``than``? By generation, then by
+    resourceVersion (etcd's revision: opaque by contract, but increasing in every API server
+    there is; compared only when both are numbers), never by arrival."""
+    if meta.get("uid") and than.get("uid") and meta["uid"] != than["uid"]:
+        return False  # another object of that name (deleted and made again): the event's wins
+    mine, theirs = int(meta.get("generation") or 0), int(than.get("generation") or 0)
+    if mine != theirs:
+        return mine < theirs
+    a, b = str(meta.get("resourceVersion", "")), str(than.get("resourceVersion", ""))
+    return a.isdigit() and b.isdigit() and int(a) < int(b)

@@ -63,3 +63,29 @@ def test_an_unchanged_child_is_not_applied_again_until_it_moves() -> None:
     a.forget("Deployment", "ns", "m")
     assert a.unchanged(deployment()) is None
     assert a.known("Deployment", "ns", "m") is None
+
+
+def test_a_late_event_does_not_replace_a_newer_state() -> None:
+    resource = Resource()
+    a = applier_with(resource)
+    resource.generation = 5
+    a.apply(deployment("a:2"))  # the apply left generation 5
+    stale = {**deployment("a:1"), "metadata": {"name": "m", "namespace": "ns", "generation": 4}}
+    a.observe("Deployment", stale)  # the initial listing's event, handed over late
+    seen = a.seen("Deployment", "ns", "m")
+    assert seen is not None
+    assert seen["spec"]["template"]["spec"]["containers"][0]["image"] == "a:2"
+    newer = {
+        **deployment("a:2"),
+        "metadata": {"name": "m", "namespace": "ns", "generation": 5, "resourceVersion": "90"},
+    }
+    a.observe("Deployment", newer)
+    later = {
+        **newer,
+        "metadata": {**newer["metadata"], "resourceVersion": "91"},
+        "status": {"x": 1},
+    }
+    a.observe("Deployment", later)
+    assert a.seen("Deployment", "ns", "m") == later
+    a.observe("Deployment", newer)  # resourceVersion 90 after 91: ignored
+    assert a.seen("Deployment", "ns", "m") == later

@@ -71,7 +71,9 @@ def rules() -> dict[str, Any]:
     if not tool("helm").exists():
         pytest.skip(f"helm is not built at {tool('helm')}: run `make cluster-tools`")
     with tempfile.TemporaryDirectory() as home:
-        docs = render(Path(home), {"prometheusRule.enabled": "true"})
+        # As in a cluster that serves the kind (the chart renders the rule only there).
+        served = ("monitoring.coreos.com/v1/PrometheusRule",)
+        docs = render(Path(home), {"prometheusRule.enabled": "true"}, api_versions=served)
     (rule,) = [d for d in docs if d["kind"] == "PrometheusRule"]
     return {"groups": rule["spec"]["groups"]}
 
