@@ -132,6 +132,8 @@ def test_environment_contract_with_defaults(home: Path) -> None:
     assert env["ENTREPOT_OPERATOR_IMAGE"]["value"] == "registry.example.com/entrepot/entrepot:0.1.0"
     assert env["ENTREPOT_WATCH_NAMESPACES"]["value"] == ""
     assert env["ENTREPOT_LOG_LEVEL"]["value"] == "info"
+    assert env["ENTREPOT_OPERATOR_RESYNC"]["value"] == "300"
+    assert env["ENTREPOT_OPERATOR_MAX_UPGRADES"]["value"] == "2"
     assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
 
@@ -142,6 +144,8 @@ def test_environment_contract_with_options(home: Path) -> None:
         {
             **OPTIONS,
             "logLevel": "debug",
+            "resyncSeconds": "60",
+            "maxConcurrentUpgrades": "0",
             "image.tag": "1.2.3",
             "mirrorImage": "registry.example.com/entrepot/mirror:9",
         },
@@ -149,6 +153,8 @@ def test_environment_contract_with_options(home: Path) -> None:
     env = env_of(docs)
     assert env["ENTREPOT_WATCH_NAMESPACES"]["value"] == "a,b"
     assert env["ENTREPOT_LOG_LEVEL"]["value"] == "debug"
+    assert env["ENTREPOT_OPERATOR_RESYNC"]["value"] == "60"
+    assert env["ENTREPOT_OPERATOR_MAX_UPGRADES"]["value"] == "0"
     assert env["ENTREPOT_OPERATOR_IMAGE"]["value"] == "registry.example.com/entrepot/mirror:9"
     assert container(docs)["image"] == "registry.example.com/entrepot/entrepot:1.2.3"
     assert one(docs, "Deployment")["spec"]["replicas"] == 2
@@ -644,6 +650,8 @@ def test_the_network_policy_is_off_by_default_and_opens_only_the_two_ports(home:
         ({"networkPolicy.enable": "true"}, "enable"),
         ({"podDisruptionBudget.maxUnavailable": "0"}, "maxUnavailable"),
         ({"rbac.aggregated": "true"}, "aggregated"),
+        ({"resyncSeconds": "-1"}, "resyncSeconds"),
+        ({"maxConcurrentUpgrades": "two"}, "maxConcurrentUpgrades"),
     ],
 )
 def test_the_values_schema_refuses_typos_in_the_new_values(
