@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from support.gocmd import GoClient  # noqa: E402
-from support.kube import service_account_kubeconfig  # noqa: E402
+from support.kube import get, service_account_kubeconfig, wait  # noqa: E402
 from support.modules import universe  # noqa: E402
 from support.servers import running_server, stop_process  # noqa: E402
 
@@ -157,24 +157,6 @@ def mirror(name: str, **spec: Any) -> str:
         "spec": {"go": {"proxy": "https://proxy.example.com,direct"}, **spec},
     }
     return json.dumps(body)
-
-
-def get(kube: Any, *args: str) -> dict[str, Any]:
-    return json.loads(kube("get", *args, "-o", "json").stdout)
-
-
-def wait(probe: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = probe()
-        except AssertionError as e:
-            last = e
-        if last and not isinstance(last, AssertionError):
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"{what} not reached in {timeout}s (last: {last})")
 
 
 def ready(kube: Any, ns: str, name: str) -> bool:

@@ -17,7 +17,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from support.kube import service_account_kubeconfig  # noqa: E402
+from support.kube import get, service_account_kubeconfig, wait  # noqa: E402
 from support.servers import stop_process  # noqa: E402
 
 RELEASE = "entrepot"
@@ -108,24 +107,6 @@ def chart(
     finally:
         restored = helm_install(kubeconfig, bins, home, {"replicaCount": "1"})
         assert restored.returncode == 0, restored.stderr
-
-
-def get(kube: Any, *args: str) -> dict[str, Any]:
-    return json.loads(kube("get", *args, "-o", "json").stdout)
-
-
-def wait(probe: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = probe()
-        except AssertionError as e:
-            last = e
-        if last and not isinstance(last, AssertionError):
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"{what} not reached in {timeout}s (last: {last})")
 
 
 def mirror(name: str, **spec: Any) -> str:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -36,3 +38,25 @@ def service_account_kubeconfig(
         )
     )
     return str(path)
+
+
+def get(kube: Kube, *args: str) -> dict[str, Any]:
+    """``kubectl get … -o json``, parsed."""
+    found: dict[str, Any] = json.loads(kube("get", *args, "-o", "json").stdout)
+    return found
+
+
+def wait(probe: Callable[[], Any], timeout: float, what: str, *, every: float = 0.2) -> Any:
+    """The first truthy answer of ``probe`` within ``timeout`` seconds; an AssertionError it
+    raises (kubectl failing, an object not there yet) counts as "not yet"."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = probe()
+        except AssertionError as e:
+            last = e
+        if last and not isinstance(last, AssertionError):
+            return last
+        time.sleep(every)
+    raise AssertionError(f"{what} not reached in {timeout}s (last: {last})")
