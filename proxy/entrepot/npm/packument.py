@@ -776,6 +776,41 @@ def _splice_manifest(
     return text[start:at].encode() + _encode(url) + text[after:end].encode()
 
 
+def _assemble(
+    doc: Mapping[str, Any],
+    member: Callable[[str, Any], bytes],
+    manifest: Callable[[str, Any], bytes],
+) -> tuple[bytes, dict[str, tuple[int, int]]]:
+    """The compact JSON object ``doc``, each top-level value written by ``member`` and each
+    version under ``versions`` by ``manifest``, with where each version's bytes are."""
+    parts: list[bytes] = [b"{"]
+    pos = 1
+    spans: dict[str, tuple[int, int]] = {}
+    for i, (key, value) in enumerate(doc.items()):
+        head = (b"," if i else b"") + _encode(key) + b":"
+        parts.append(head)
+        pos += len(head)
+        if key != "versions":
+            piece = member(key, value)
+            parts.append(piece)
+            pos += len(piece)
+            continue
+        parts.append(b"{")
+        pos += 1
+        for j, (version, body) in enumerate(value.items()):
+            vhead = (b"," if j else b"") + _encode(version) + b":"
+            piece = manifest(version, body)
+            parts.append(vhead)
+            parts.append(piece)
+            pos += len(vhead)
+            spans[version] = (pos, pos + len(piece))
+            pos += len(piece)
+        parts.append(b"}")
+        pos += 1
+    parts.append(b"}")
+    return b"".join(parts), spans
+
+
 def _splice_full(
     source: _Source,
     doc: Mapping[str, Any],
@@ -790,67 +825,26 @@ def _splice_full(
     value the upstream's spacing stays (the npm registry's own answers are compact)."""
     text = source.text
     scan = _scanner()
-    parts: list[bytes] = [b"{"]
-    pos = 1
-    spans: dict[str, tuple[int, int]] = {}
-    for i, (key, value) in enumerate(doc.items()):
-        head = (b"," if i else b"") + _encode(key) + b":"
-        parts.append(head)
-        pos += len(head)
-        if key != "versions":
-            start, end = source.values[key]
-            piece = _encode(value) if key in changed else text[start:end].encode()
-            parts.append(piece)
-            pos += len(piece)
-            continue
-        parts.append(b"{")
-        pos += 1
-        for j, (version, manifest) in enumerate(value.items()):
-            vhead = (b"," if j else b"") + _encode(version) + b":"
-            spliced = _splice_manifest(
-                text,
-                source.manifests[version],
-                upstream_versions[version],
-                f"{prefix}{version}.tgz",
-                scan,
-            )
-            piece = _encode(manifest) if spliced is None else spliced
-            parts.append(vhead)
-            parts.append(piece)
-            pos += len(vhead)
-            spans[version] = (pos, pos + len(piece))
-            pos += len(piece)
-        parts.append(b"}")
-        pos += 1
-    parts.append(b"}")
-    return b"".join(parts), spans
+
+    def member(key: str, value: Any) -> bytes:
+        if key in changed:
+            return _encode(value)
+        start, end = source.values[key]
+        return text[start:end].encode()
+
+    def manifest(version: str, body: Any) -> bytes:
+        spliced = _splice_manifest(
+            text,
+            source.manifests[version],
+            upstream_versions[version],
+            f"{prefix}{version}.tgz",
+            scan,
+        )
+        return _encode(body) if spliced is None else spliced
+
+    return _assemble(doc, member, manifest)
 
 
 def _encode_full(doc: Mapping[str, Any]) -> tuple[bytes, dict[str, tuple[int, int]]]:
     """``_encode(doc)``, written piece by piece to learn where each version's manifest is."""
-    parts: list[bytes] = [b"{"]
-    pos = 1
-    spans: dict[str, tuple[int, int]] = {}
-    for i, (key, value) in enumerate(doc.items()):
-        head = (b"," if i else b"") + _encode(key) + b":"
-        parts.append(head)
-        pos += len(head)
-        if key != "versions":
-            piece = _encode(value)
-            parts.append(piece)
-            pos += len(piece)
-            continue
-        parts.append(b"{")
-        pos += 1
-        for j, (version, manifest) in enumerate(value.items()):
-            vhead = (b"," if j else b"") + _encode(version) + b":"
-            piece = _encode(manifest)
-            parts.append(vhead)
-            parts.append(piece)
-            pos += len(vhead)
-            spans[version] = (pos, pos + len(piece))
-            pos += len(piece)
-        parts.append(b"}")
-        pos += 1
-    parts.append(b"}")
-    return b"".join(parts), spans
+    return _assemble(doc, lambda _key, value: _encode(value), lambda _v, body: _encode(body))
