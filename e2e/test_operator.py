@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from support.gocmd import GoClient  # noqa: E402
-from support.kube import get, service_account_kubeconfig, wait  # noqa: E402
+from support.kube import get, helm_install, service_account_kubeconfig, wait  # noqa: E402
 from support.modules import universe  # noqa: E402
 from support.servers import running_server, stop_process  # noqa: E402
 
@@ -50,37 +50,8 @@ def operator_kubeconfig(
 ) -> str:
     """Install the chart (CRDs, RBAC, ServiceAccount) and return a kubeconfig that acts as
     the chart's ServiceAccount, so the operator runs with exactly the chart's permissions."""
-    helm = str(bins / "helm") if (bins / "helm").exists() else "helm"
     home = tmp_path_factory.mktemp("helm")
-    env = {
-        **os.environ,
-        "KUBECONFIG": kubeconfig,
-        "HELM_CACHE_HOME": str(home / "c"),
-        "HELM_CONFIG_HOME": str(home / "f"),
-        "HELM_DATA_HOME": str(home / "d"),
-    }
-    done = subprocess.run(
-        [
-            helm,
-            "upgrade",
-            "--install",
-            "entrepot",
-            str(ROOT / "helm" / "entrepot"),
-            "-n",
-            RELEASE_NS,
-            "--create-namespace",
-            "--set",
-            "replicaCount=1",
-            "--wait",
-            "--timeout",
-            "90s",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    done = helm_install(kubeconfig, bins, home, {"replicaCount": "1"})
     assert done.returncode == 0, done.stderr
     return service_account_kubeconfig(kube, kubeconfig, home, account=SA, namespace=RELEASE_NS)
 

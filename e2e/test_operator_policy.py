@@ -26,7 +26,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from support.kube import get, service_account_kubeconfig, wait  # noqa: E402
+from support.kube import get, helm_install, service_account_kubeconfig, wait  # noqa: E402
 from support.servers import stop_process  # noqa: E402
 
 RELEASE = "entrepot"
@@ -49,43 +49,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def helm_install(
-    kubeconfig: str, bins: Path, home: Path, values: dict[str, str]
-) -> subprocess.CompletedProcess[str]:
-    """`helm upgrade --install` of the release e2e/test_operator.py uses too: each module
-    installs the values it needs (values not given are the chart's defaults)."""
-    helm = str(bins / "helm") if (bins / "helm").exists() else "helm"
-    env = {
-        **os.environ,
-        "KUBECONFIG": kubeconfig,
-        "HELM_CACHE_HOME": str(home / "c"),
-        "HELM_CONFIG_HOME": str(home / "f"),
-        "HELM_DATA_HOME": str(home / "d"),
-    }
-    sets = [arg for key, value in values.items() for arg in ("--set", f"{key}={value}")]
-    return subprocess.run(
-        [
-            helm,
-            "upgrade",
-            "--install",
-            RELEASE,
-            str(ROOT / "helm" / "entrepot"),
-            "-n",
-            RELEASE_NS,
-            "--create-namespace",
-            *sets,
-            "--wait",
-            "--timeout",
-            "90s",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from typing import Any
 
 import yaml
 
+CHART = Path(__file__).resolve().parents[2] / "helm" / "entrepot"
 Kube = Callable[..., subprocess.CompletedProcess[str]]
 
 
@@ -60,3 +62,41 @@ def wait(probe: Callable[[], Any], timeout: float, what: str, *, every: float = 
             return last
         time.sleep(every)
     raise AssertionError(f"{what} not reached in {timeout}s (last: {last})")
+
+
+def helm_install(
+    kubeconfig: str, bins: Path, home: Path, values: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """`helm upgrade --install --wait` of the chart as the release ``entrepot`` in
+    ``entrepot-system``, the one the e2e modules share: each installs the values it needs
+    (values not given are the chart's defaults)."""
+    helm = str(bins / "helm") if (bins / "helm").exists() else "helm"
+    env = {
+        **os.environ,
+        "KUBECONFIG": kubeconfig,
+        "HELM_CACHE_HOME": str(home / "c"),
+        "HELM_CONFIG_HOME": str(home / "f"),
+        "HELM_DATA_HOME": str(home / "d"),
+    }
+    sets = [arg for key, value in values.items() for arg in ("--set", f"{key}={value}")]
+    return subprocess.run(
+        [
+            helm,
+            "upgrade",
+            "--install",
+            "entrepot",
+            str(CHART),
+            "-n",
+            "entrepot-system",
+            "--create-namespace",
+            *sets,
+            "--wait",
+            "--timeout",
+            "90s",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
