@@ -535,6 +535,10 @@ def check_distinct_names(names: list[str]) -> None:
 class GoSettings(_Model):
     """The Go module proxy."""
 
+    enabled: bool = Field(
+        default=True,
+        description="Serve the Go module proxy and checksum databases (false: an npm-only mirror).",
+    )
     proxy: str | None = Field(
         default=None,
         description=(
@@ -726,6 +730,194 @@ class StatsSettings(_Model):
         return self
 
 
+# ---------------------------------------------------------------------------------------------
+# npm
+
+
+_NAME_GLOB = re.compile(r"^(@[a-z0-9*?~._-]+/)?[a-z0-9*?~._-]+$")
+_BLOCK_ENTRY = re.compile(r"^(@[a-z0-9*?~._-]+/)?[a-z0-9*?~._-]+(@[0-9A-Za-z.+-]+)?$")
+
+
+def _check_name_globs(values: list[str], *, versions: bool = False) -> list[str]:
+    form = _BLOCK_ENTRY if versions else _NAME_GLOB
+    for value in values:
+        if not form.match(value):
+            shape = "'name', '@scope/*' or 'name@1.2.3'" if versions else "'name' or '@scope/*'"
+            raise ValueError(f"{value!r} is not a package name pattern: use {shape} (lower case)")
+    return values
+
+
+def _check_registry_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ValueError(
+            f"{value!r} is not a registry URL: use http(s)://host[:port][/path/], e.g."
+            " 'https://registry.example.com/'"
+        )
+    return value if value.endswith("/") else value + "/"
+
+
+class NpmCache(_Model):
+    """How long packuments are trusted. Tarballs are immutable and cached forever."""
+
+    packument_ttl: Duration = Field(
+        default=300.0,
+        description="Age after which a cached packument is revalidated with the upstream.",
+    )
+    stale_while_revalidate: Duration = Field(
+        default=86400.0,
+        description=(
+            "After its TTL, a packument younger than TTL + this is served at once while a"
+            " background refresh runs; an older one is refreshed before answering."
+        ),
+    )
+    max_stale: Duration = Field(
+        default=2592000.0,
+        description=(
+            "How long a packument may still be served when the upstream fails (stale-if-error,"
+            " marked with a Warning header)."
+        ),
+    )
+    negative_ttl: Duration = Field(
+        default=60.0, description="How long an upstream 'not found' is remembered."
+    )
+    error_ttl: Duration = Field(
+        default=5.0,
+        description="How long an upstream failure (timeout, 5xx, refused bytes) is remembered.",
+    )
+    memory_bytes: int = Field(
+        default=128 << 20,
+        ge=0,
+        description="Memory for computed packuments served without a disk read (per worker).",
+    )
+
+
+class NpmPolicy(_Model):
+    """What the mirror hides or refuses, whatever the upstream holds."""
+
+    min_release_age: Duration = Field(
+        default=0.0,
+        description=(
+            "Versions published less than this long ago (by the upstream's 'time') are hidden"
+            " and dist-tags re-pointed to the newest older version; '0s' hides nothing."
+        ),
+    )
+    min_release_age_exempt: list[str] = Field(
+        default_factory=list,
+        description="Name patterns ('@corp/*', 'left-pad') the minimum release age spares.",
+    )
+    blocked: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Refused with 403: whole packages ('name', '@scope/*') or single versions"
+            " ('name@1.2.3', hidden from the packument)."
+        ),
+    )
+    private: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Name patterns ('@corp/*') never looked up upstream (dependency-confusion"
+            " protection): they answer 404 until this registry publishes them."
+        ),
+    )
+
+    _names = field_validator("min_release_age_exempt", "private")(
+        classmethod(lambda cls, v: _check_name_globs(v))
+    )
+    _blocked = field_validator("blocked")(
+        classmethod(lambda cls, v: _check_name_globs(v, versions=True))
+    )
+
+
+class NpmCredentials(_Model):
+    """Credentials for the upstream registry, read from files (mounted Secrets), never logged."""
+
+    token_file: Path | None = Field(
+        default=None, description="A file holding a bearer token sent to the upstream only."
+    )
+    npmrc_file: Path | None = Field(
+        default=None,
+        description=(
+            "An .npmrc whose '//host/path/:_authToken' or ':_auth' line for the upstream is"
+            " used (other lines are ignored)."
+        ),
+    )
+
+
+class NpmSettings(_Model):
+    """The npm registry mirror."""
+
+    enabled: bool = Field(default=True, description="Serve the npm registry mirror.")
+    prefix: str = Field(
+        default="/npm/",
+        description=(
+            "Path under which npm is served next to Go ('/npm/': the registry URL is"
+            " http://HOST:PORT/npm/); '/' serves npm alone at the root (an NpmMirror)."
+        ),
+        json_schema_extra={"pattern": r"^/([a-z0-9._-]+/)*$"},
+    )
+    upstream: str | None = Field(
+        default=None,
+        description=(
+            "The upstream registry URL. Unset: npm_config_registry of the server's"
+            " environment, else `npm config get registry`."
+        ),
+    )
+    public_url: str | None = Field(
+        default=None,
+        description=(
+            "The registry URL clients use, under which tarball URLs are written. Unset:"
+            " http://LISTEN + prefix (the operator sets the Service or Ingress URL)."
+        ),
+    )
+    cache: NpmCache = Field(default_factory=NpmCache)
+    policy: NpmPolicy = Field(default_factory=NpmPolicy)
+    credentials: NpmCredentials = Field(default_factory=NpmCredentials)
+    upstream_timeout: Duration = Field(
+        default=60.0,
+        description="Connect/read timeout, and the total time limit of a packument fetch.",
+    )
+    tarball_deadline: Duration = Field(
+        default=600.0, description="Total time limit of one tarball download from the upstream."
+    )
+    min_transfer_rate: int = Field(
+        default=1024,
+        ge=0,
+        description=(
+            "Bytes per second an upstream transfer must average over 30s, else it is aborted;"
+            " 0 turns the check off."
+        ),
+    )
+    max_packument_bytes: int = Field(
+        default=256 << 20, ge=1024, description="Largest upstream packument accepted."
+    )
+    max_tarball_bytes: int = Field(
+        default=512 << 20, ge=1024, description="Largest tarball accepted from the upstream."
+    )
+
+    _upstream = field_validator("upstream", "public_url")(
+        classmethod(lambda cls, v: _check_registry_url(v))
+    )
+
+    @field_validator("prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        if not re.fullmatch(r"/([a-z0-9._-]+/)*", value) or "/../" in value or "/./" in value:
+            raise ValueError(
+                f"{value!r}: the npm prefix is '/' or a path such as '/npm/' (lower case,"
+                " leading and trailing '/')"
+            )
+        if value != "/" and "." in value.split("/")[1]:
+            raise ValueError(
+                f"{value!r}: a first path element with a dot could be a Go module path; use"
+                " one without ('/npm/')"
+            )
+        return value
+
+
+
 class Settings(_Model):
     """Everything `entrepot serve` reads."""
 
@@ -749,6 +941,7 @@ class Settings(_Model):
     limits: Limits = Field(default_factory=Limits)
     log: LogSettings = Field(default_factory=LogSettings)
     go: GoSettings = Field(default_factory=GoSettings)
+    npm: NpmSettings = Field(default_factory=NpmSettings)
     stats: StatsSettings = Field(default_factory=StatsSettings)
 
     @field_validator("listen")
@@ -870,7 +1063,75 @@ def load_settings(
         settings = Settings.model_validate(data)
     except ValidationError as e:
         raise ConfigError(_describe(e)) from e
+    settings = _with_npm_defaults(settings, env)
+    if settings.npm.enabled and settings.npm.prefix == "/" and settings.go.enabled:
+        raise ConfigError(
+            "invalid configuration:\n  npm.prefix = \"/\": npm can serve the root only alone;"
+            " set go.enabled to false, or a prefix such as '/npm/'"
+        )
+    if not settings.go.enabled:
+        return settings
     return _with_go_defaults(settings, env)
+
+
+NPM_REGISTRY_ENV = ("npm_config_registry", "NPM_CONFIG_REGISTRY")
+
+
+def npm_registry(environ: Mapping[str, str], *, npm_binary: str = "npm") -> str:
+    """The registry the user's npm uses: the environment, else ``npm config get registry``
+    ("" when neither answers)."""
+    for name in NPM_REGISTRY_ENV:
+        if environ.get(name):
+            return environ[name]
+    exe = shutil.which(npm_binary, path=environ.get("PATH", ""))
+    if exe is None:
+        return ""
+    try:
+        done = subprocess.run(
+            [exe, "config", "get", "registry"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+            env=dict(environ),
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    value = done.stdout.strip() if done.returncode == 0 else ""
+    return value if value.startswith(("http://", "https://")) else ""
+
+
+def _with_npm_defaults(settings: Settings, env: Mapping[str, str]) -> Settings:
+    npm = settings.npm
+    if not npm.enabled or npm.upstream is not None:
+        _refuse_npm_self_loop(settings)
+        return settings
+    registry = npm_registry(env)
+    if not registry:
+        return settings  # served as 503 with the reason; the server logs it at start
+    merged = _merge(settings.model_dump(mode="json"), {"npm": {"upstream": registry}})
+    try:
+        result = Settings.model_validate(merged)
+    except ValidationError as e:
+        raise ConfigError(
+            _describe(e) + "\n  (the npm upstream was taken from `npm config get registry`)"
+        ) from e
+    _refuse_npm_self_loop(result)
+    return result
+
+
+def _refuse_npm_self_loop(settings: Settings) -> None:
+    upstream = settings.npm.upstream
+    if upstream is None:
+        return
+    host, port = split_host_port(settings.listen)
+    own = {f"{host}:{port}", f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}"}
+    if port != 0 and urlsplit(upstream).netloc in own:
+        raise ConfigError(
+            f"npm.upstream {upstream!r} points at this server itself ({settings.listen}); set"
+            " npm.upstream (ENTREPOT_NPM__UPSTREAM) to the real registry"
+        )
 
 
 def _with_go_defaults(settings: Settings, env: Mapping[str, str]) -> Settings:

@@ -15,8 +15,23 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import MultiProcessCollector
 
 Endpoint = Literal[
-    "list", "info", "mod", "zip", "latest", "sumdb", "stats", "health", "metrics", "other"
+    "list",
+    "info",
+    "mod",
+    "zip",
+    "latest",
+    "sumdb",
+    "stats",
+    "health",
+    "metrics",
+    "other",
+    "packument",
+    "manifest",
+    "tarball",
+    "npm_api",
+    "downloads",
 ]
+NpmRefusal = Literal["integrity", "truncated", "too_large", "packument"]
 CacheResult = Literal["hit", "miss", "stale", "negative", "bypass"]
 Ecosystem = Literal["go", "npm"]
 DownloadResult = Literal["hit", "miss", "stale"]
@@ -95,6 +110,14 @@ class Metrics:
             "entrepot_verification_failures_total",
             "Upstream artifacts refused because they broke the module rules.",
             ["endpoint"],
+            registry=r,
+        )
+        self.npm_refused = Counter(
+            "entrepot_npm_refused_total",
+            "Upstream npm bytes refused (never stored, never served), by reason: a tarball"
+            " whose digest is not its dist.integrity/shasum, one that ended early, one over"
+            " npm.max_tarball_bytes, or a packument that is not one.",
+            ["reason"],
             registry=r,
         )
         self.background_refreshes = Counter(
@@ -261,6 +284,9 @@ class Metrics:
 
     def record_verification_failure(self, endpoint: Endpoint) -> None:
         self.verification_failures.labels(endpoint).inc()
+
+    def record_npm_refused(self, reason: NpmRefusal) -> None:
+        self.npm_refused.labels(reason).inc()
 
     def record_sumdb_failure(self, db: str, reason: str) -> None:
         self.sumdb_failures.labels(db, reason).inc()
