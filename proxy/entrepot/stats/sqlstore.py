@@ -28,11 +28,16 @@ from sqlalchemy import (
     String,
     Table,
     case,
+    cast,
     delete,
     desc,
+    exists,
     func,
+    literal,
     literal_column,
+    null,
     select,
+    union_all,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -225,6 +230,70 @@ class SqlStatsStore:
         )
         if version is not None:
             query = query.where(t.c.version == version)
+        with translated("answer"):
+            async with reading(self.engine) as conn:
+                rows = (await conn.execute(query)).all()
+        return {day: int(count) for day, count in rows if count}
+
+    async def package_daily(
+        self, ecosystem: str, packages: Sequence[str], *, first: Day, last: Day
+    ) -> dict[str, dict[Day, int]]:
+        names = list(dict.fromkeys(packages))
+        if not names:
+            return {}
+        t, v = package_days, version_totals
+        # One statement: the days in the period (primary key seeks per name), and one row per
+        # name ever downloaded (version_totals' primary key), so that a package without
+        # downloads in the period is told from one never downloaded.
+        days = select(t.c.package, t.c.day, t.c.count).where(
+            t.c.ecosystem == ecosystem, t.c.package.in_(names), t.c.day >= first, t.c.day <= last
+        )
+        known = (
+            select(v.c.package, cast(null(), Date), literal(0, BigInteger))
+            .where(v.c.ecosystem == ecosystem, v.c.package.in_(names))
+            .group_by(v.c.package)
+        )
+        with translated("answer"):
+            async with reading(self.engine) as conn:
+                rows = (await conn.execute(union_all(days, known))).all()
+        found: dict[str, dict[Day, int]] = {}
+        for package, day, count in rows:
+            counts = found.setdefault(package, {})
+            if day is not None and count:
+                counts[day] = int(count)
+        return found
+
+    async def version_daily(
+        self, ecosystem: str, package: str, *, first: Day, last: Day
+    ) -> dict[str, dict[Day, int]] | None:
+        d, v = downloads, version_totals
+        days = select(d.c.version, d.c.day, d.c.count).where(
+            d.c.ecosystem == ecosystem,
+            d.c.package == package,
+            d.c.day >= first,
+            d.c.day <= last,
+        )
+        ever = exists().where(v.c.ecosystem == ecosystem, v.c.package == package)
+        known = select(null(), cast(null(), Date), literal(0, BigInteger)).where(ever)
+        with translated("answer"):
+            async with reading(self.engine) as conn:
+                rows = (await conn.execute(union_all(days, known))).all()
+        if not rows:
+            return None
+        found: dict[str, dict[Day, int]] = {}
+        for version, day, count in rows:
+            if day is not None and count:
+                found.setdefault(version, {})[day] = int(count)
+        return found
+
+    async def ecosystem_daily(self, ecosystem: str, *, first: Day, last: Day) -> dict[Day, int]:
+        t = package_days
+        # Read through package_days_by_day (ecosystem, day, package, count), which covers it.
+        query = (
+            select(t.c.day, func.sum(t.c.count))
+            .where(t.c.ecosystem == ecosystem, t.c.day >= first, t.c.day <= last)
+            .group_by(t.c.day)
+        )
         with translated("answer"):
             async with reading(self.engine) as conn:
                 rows = (await conn.execute(query)).all()

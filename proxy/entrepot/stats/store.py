@@ -14,7 +14,7 @@ PostgreSQL for many replicas).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -54,6 +54,26 @@ class StatsStore(Protocol):
         self, ecosystem: str, package: str, version: str | None, *, first: Day, last: Day
     ) -> dict[Day, int]:
         """Downloads per day from ``first`` to ``last`` inclusive (days without any absent)."""
+        ...
+
+    async def package_daily(
+        self, ecosystem: str, packages: Sequence[str], *, first: Day, last: Day
+    ) -> dict[str, dict[Day, int]]:
+        """Downloads per day from ``first`` to ``last`` of each package, in one query: every
+        package that was ever downloaded is a key (its days in the period, maybe none), one
+        never downloaded is absent (npm's "not found" and bulk ``null``)."""
+        ...
+
+    async def version_daily(
+        self, ecosystem: str, package: str, *, first: Day, last: Day
+    ) -> dict[str, dict[Day, int]] | None:
+        """A package's downloads per version and day from ``first`` to ``last``, in one query
+        (versions without downloads in the period absent); None if it was never downloaded."""
+        ...
+
+    async def ecosystem_daily(self, ecosystem: str, *, first: Day, last: Day) -> dict[Day, int]:
+        """All packages' downloads per day from ``first`` to ``last`` (days without any
+        absent), in one query."""
         ...
 
     async def top_versions(self, ecosystem: str, package: str, limit: int = 10) -> list[Ranked]:
