@@ -15,7 +15,7 @@ import httpx
 
 from entrepot import __version__
 from entrepot.accesslog import AccessLog
-from entrepot.config import Settings, SumDatabase, parse_proxy_list, split_host_port
+from entrepot.config import Limits, Settings, SumDatabase, parse_proxy_list, split_host_port
 from entrepot.errors import ConfigError, redact
 from entrepot.gomod.direct import DirectUpstream
 from entrepot.gomod.handlers import GoHandlers
@@ -24,6 +24,9 @@ from entrepot.gomod.paths import endpoint_of
 from entrepot.gomod.service import GoService, Router, Rule
 from entrepot.gomod.upstream import Chain, ProxyUpstream, Upstream, build_chain, read_netrc
 from entrepot.metrics import CONTENT_TYPE, Endpoint, Metrics
+from entrepot.npm.handlers import NpmHandlers
+from entrepot.npm.service import NpmService
+from entrepot.npm.upstream import NpmUpstream, read_npmrc_auth
 from entrepot.stats.handlers import StatsHandlers
 from entrepot.stats.inventory import InventoryUpdates
 from entrepot.stats.recorder import GoDownloads, Recorder
@@ -34,7 +37,7 @@ from entrepot.sumdb.note import VerifierList, parse_verifier_key
 from entrepot.sumdb.service import DatabaseConfig, Hop, SumdbService
 from entrepot.web.http import TEXT, Request, Response
 from entrepot.web.observe import Observed
-from entrepot.web.routes import RouteTable
+from entrepot.web.routes import EVERY, Handler, RouteTable
 from entrepot.web.server import (
     HttpServer,
     connection_budget,
@@ -197,6 +200,87 @@ def sum_exempt(settings: Settings) -> Callable[[str], bool]:
     return exempt
 
 
+NO_NPM_UPSTREAM = (
+    "the npm mirror has no upstream registry: set npm.upstream (ENTREPOT_NPM__UPSTREAM) or"
+    " npm_config_registry, or install npm so `npm config get registry` answers"
+)
+
+
+def npm_base_url(settings: Settings, host: str | None = None, port: int | None = None) -> str:
+    """The public registry URL: npm.public_url, else the listen address and the prefix."""
+    if settings.npm.public_url is not None:
+        return settings.npm.public_url
+    listen_host, listen_port = split_host_port(settings.listen)
+    host = host if host is not None else listen_host
+    port = port if port is not None else listen_port
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}{settings.npm.prefix}"
+
+
+def _npm_authorization(settings: Settings) -> str | None:
+    creds = settings.npm.credentials
+    if creds.token_file is not None:
+        try:
+            token = creds.token_file.read_text().strip()
+        except OSError as e:
+            raise ConfigError(
+                f"npm.credentials.token_file: cannot read {creds.token_file}: {e.strerror}"
+            ) from e
+        return f"Bearer {token}"
+    if creds.npmrc_file is not None and settings.npm.upstream is not None:
+        try:
+            text = creds.npmrc_file.read_text()
+        except OSError as e:
+            raise ConfigError(
+                f"npm.credentials.npmrc_file: cannot read {creds.npmrc_file}: {e.strerror}"
+            ) from e
+        return read_npmrc_auth(text, settings.npm.upstream)
+    return None
+
+
+def build_npm(
+    settings: Settings,
+    *,
+    storage: FilesystemStorage,
+    metrics: Metrics,
+    limits: Limits,
+    published: Callable[[str, str, int], None] | None,
+) -> tuple[NpmService, httpx.AsyncClient]:
+    npm = settings.npm
+    client = httpx.AsyncClient(
+        timeout=httpx.Timeout(npm.upstream_timeout),
+        limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+        follow_redirects=False,
+        headers={"User-Agent": f"entrepot/{__version__}"},
+        trust_env=True,
+    )
+    upstream = None
+    if npm.upstream is not None:
+        upstream = NpmUpstream(
+            npm.upstream,
+            client=client,
+            authorization=_npm_authorization(settings),
+            small_deadline=npm.upstream_timeout,
+            tarball_deadline=npm.tarball_deadline,
+            min_rate=npm.min_transfer_rate,
+        )
+    service = NpmService(
+        storage=storage,
+        upstream=upstream,
+        settings=npm,
+        base_url=npm_base_url(settings),
+        metrics=metrics,
+        limits=limits,
+        published=published,
+        missing_upstream=NO_NPM_UPSTREAM,
+    )
+    return service, client
+
+
 @dataclass
 class Mirror:
     """Everything one server process runs: the request handler and what it must close."""
@@ -211,7 +295,14 @@ class Mirror:
     storage: FilesystemStorage
     shutdown_timeout: float
     stats: Stats | None = None
+    npm: NpmService | None = None
+    npm_client: httpx.AsyncClient | None = None
     _flusher: asyncio.Task[None] | None = None
+
+    def bound(self, settings: Settings, host: str, port: int) -> None:
+        """The server listens: tarball URLs of an unset npm.public_url use the real port."""
+        if self.npm is not None and settings.npm.public_url is None:
+            self.npm.set_base_url(npm_base_url(settings, host, port))
 
     def start(self) -> None:
         self._flusher = asyncio.create_task(self._flush_every_second())
@@ -238,6 +329,8 @@ class Mirror:
         """After the listener stopped: let fetches finish, flush logs, drop partial writes."""
         await self.service.flights.drain(self.shutdown_timeout)
         await self.sumdb.flights.drain(self.shutdown_timeout)  # lookups stored in the background
+        if self.npm is not None:
+            await self.npm.close(self.shutdown_timeout)
         if self._flusher is not None:
             self._flusher.cancel()
         if self.stats is not None:  # after the listener stopped: every download is counted
@@ -246,6 +339,8 @@ class Mirror:
         self.metrics.flush()
         await self.client.aclose()
         await self.sumdb_client.aclose()
+        if self.npm_client is not None:
+            await self.npm_client.aclose()
         self.storage.close()
 
 
@@ -345,22 +440,40 @@ def build_mirror(
 
     async def index(request: Request) -> Response:
         scheme = request.headers.get("x-forwarded-proto", "http").split(",")[0].strip()
+        host = request.host or "HOST"
+        lines = [f"Entrepôt {__version__}: a Go module and npm registry mirror.\n"]
+        if settings.go.enabled:
+            lines.append(f"Go: GOPROXY={scheme}://{host}\n")
+        if settings.npm.enabled:
+            lines.append(f"npm: npm config set registry {scheme}://{host}{settings.npm.prefix}\n")
         return Response(
-            text=(
-                f"Entrepôt {__version__}: a Go module mirror.\n"
-                f"Use it with: GOPROXY={scheme}://{request.host or 'HOST'}\n"
-            ),
+            text="".join(lines),
             headers={"Content-Type": TEXT},
         )
 
-    routes = RouteTable(fallback=handlers.handle)
+    npm_service, npm_client = (
+        build_npm(
+            settings,
+            storage=storage,
+            metrics=metrics,
+            limits=settings.limits,
+            published=stats.inventory.npm_published if stats is not None else None,
+        )
+        if settings.npm.enabled
+        else (None, None)
+    )
+    routes = _route_table(
+        settings, handlers.handle if settings.go.enabled else _go_disabled, npm_service
+    )
     routes.add("/healthz", healthz)
     routes.add("/readyz", readyz)
     routes.add("/metrics", metrics_page)
-    routes.add("/", index)
-    routes.add_prefix(
-        "/sumdb/", SumdbHandlers(sumdb, latest_ttl=settings.go.sumdb.latest_ttl).handle
-    )
+    if settings.npm.prefix != "/" or not settings.npm.enabled:
+        routes.add("/", index)
+    if settings.go.enabled:
+        routes.add_prefix(
+            "/sumdb/", SumdbHandlers(sumdb, latest_ttl=settings.go.sumdb.latest_ttl).handle
+        )
     if stats is not None:
         routes.add_prefix("/stats/", StatsHandlers(stats.store).handle)
     else:
@@ -383,6 +496,28 @@ def build_mirror(
         storage=storage,
         shutdown_timeout=settings.shutdown_timeout,
         stats=stats,
+        npm=npm_service,
+        npm_client=npm_client,
+    )
+
+
+def _route_table(settings: Settings, go: Handler, npm: NpmService | None) -> RouteTable:
+    """Go at the root; npm under its prefix (or at the root, alone)."""
+    if npm is None:
+        return RouteTable(fallback=go)
+    npm_handle = NpmHandlers(npm, prefix=settings.npm.prefix).handle
+    if settings.npm.prefix == "/":
+        return RouteTable(fallback=npm_handle, methods=EVERY)
+    routes = RouteTable(fallback=go)
+    routes.add_prefix(settings.npm.prefix, npm_handle, methods=EVERY)
+    return routes
+
+
+async def _go_disabled(request: Request) -> Response:
+    return Response(
+        404,
+        text="this mirror serves npm only (go.enabled is false)\n",
+        headers={"Cache-Control": "no-store"},
     )
 
 
@@ -441,9 +576,12 @@ async def serve(
     mirror.start()
     if sock is not None:
         await server.listen(sock=sock)
+        address = sock.getsockname()
+        mirror.bound(settings, address[0], address[1])
     else:
         host, port = split_host_port(settings.listen)
         bound = await server.listen(host=host, port=port)
+        mirror.bound(settings, bound[0][0], bound[0][1])
         announce(settings, bound[0][0], bound[0][1], workers=1)
     # One process per instance walks the cache for the inventory: alone, or worker 0.
     mirror.start_stats(reconcile=worker in (None, 0))
@@ -465,12 +603,24 @@ async def serve(
 def announce(settings: Settings, host: str, port: int, *, workers: int) -> None:
     """The one line that says where the mirror is (tests and humans wait for it)."""
     shown = f"[{host}]" if ":" in host else host
-    log.info(
-        "serving Go modules on http://%s:%s (%d worker%s, upstream %s, data %s)",
-        shown,
-        port,
-        workers,
-        "" if workers == 1 else "s",
-        redact(str(settings.go.proxy)),
-        settings.data_dir.absolute(),
-    )
+    if settings.go.enabled:
+        log.info(
+            "serving Go modules on http://%s:%s (%d worker%s, upstream %s, data %s)",
+            shown,
+            port,
+            workers,
+            "" if workers == 1 else "s",
+            redact(str(settings.go.proxy)),
+            settings.data_dir.absolute(),
+        )
+    if settings.npm.enabled:
+        if settings.npm.upstream is None:
+            log.warning("npm: %s", NO_NPM_UPSTREAM)
+        log.info(
+            "serving npm on http://%s:%s%s (upstream %s, public URL %s)",
+            shown,
+            port,
+            settings.npm.prefix,
+            redact(str(settings.npm.upstream)),
+            npm_base_url(settings, host, port),
+        )

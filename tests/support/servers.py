@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-_LISTENING = re.compile(r"serving Go modules on (http://\S+)")
+_LISTENING = re.compile(r"serving (?:Go modules|npm) on (http://[^/\s]+)")
 
 
 @dataclass

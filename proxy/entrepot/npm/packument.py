@@ -290,6 +290,13 @@ def version_manifest(full_body: bytes, index: Index, ref: str) -> bytes:
         ForbiddenError: the version is blocked by the mirror's policy (403).
         NotFoundError: no such version or tag, or the version is hidden as too new (404).
     """
+    entry = served_entry(index, ref)
+    return full_body[entry.start : entry.end]
+
+
+def served_entry(index: Index, ref: str) -> VersionEntry:
+    """The served version ``ref`` names (a version, or a dist-tag), with the policy's
+    refusals as errors (see :func:`version_manifest`): what a manifest or a tarball needs."""
     version = index.resolve(ref)
     if version is None:
         raise NotFoundError(f"{index.name}@{ref}: no such version or dist-tag")
@@ -304,7 +311,7 @@ def version_manifest(full_body: bytes, index: Index, ref: str) -> bytes:
     entry = index.versions.get(version)
     if entry is None:
         raise NotFoundError(f"{index.name}@{version}: version not served by this mirror")
-    return full_body[entry.start : entry.end]
+    return entry
 
 
 # --------------------------------------------------------------------------------------------

@@ -87,6 +87,10 @@ class InventoryUpdates:
         """A Go module zip was published into the cache (called by the Go service)."""
         self._spawn(self.store.cached("go", module, version, size), f"{module}@{version}")
 
+    def npm_published(self, name: str, version: str, size: int) -> None:
+        """An npm tarball was published into the cache (called by the npm service)."""
+        self._spawn(self.store.cached("npm", name, version, size), f"{name}@{version}")
+
     def removed(self, module: str, version: str) -> None:
         """A Go module zip was removed from the cache (a checksum mismatch)."""
         self._spawn(self.store.uncached("go", module, version), f"{module}@{version}")

@@ -26,7 +26,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 
-from entrepot.metrics import DownloadResult, Metrics
+from entrepot.metrics import DownloadResult, Ecosystem, Metrics
 from entrepot.stats.store import CountKey, Day, StatsStore
 from entrepot.web.http import Request
 
@@ -206,7 +206,8 @@ def _dated(batch: Mapping[Counted, int]) -> dict[CountKey, int]:
 
 
 class GoDownloads:
-    """The callback :class:`entrepot.web.observe.Observed` calls for each zip answered:
+    """The callback :class:`entrepot.web.observe.Observed` calls for each Go zip and npm
+    tarball answered (``request.endpoint`` says which):
     the counting rule, then one count (and one metrics increment)."""
 
     def __init__(
@@ -222,9 +223,10 @@ class GoDownloads:
         module, version = request.module, request.version
         if request.method != "GET" or not module or not version:
             return
+        ecosystem: Ecosystem = "npm" if request.endpoint == "tarball" else "go"
         # The day the request came in: a download that spans midnight counts for the first.
-        self.recorder.count("go", module, version, int((self.clock() - seconds) // _DAY))
-        self.metrics.record_download("go", _result(request.cache))
+        self.recorder.count(ecosystem, module, version, int((self.clock() - seconds) // _DAY))
+        self.metrics.record_download(ecosystem, _result(request.cache))
 
 
 def _result(cache: str | None) -> DownloadResult:

@@ -23,6 +23,7 @@ REASONS: dict[int, str] = {
     408: "Request Timeout",
     410: "Gone",
     412: "Precondition Failed",
+    413: "Content Too Large",
     414: "URI Too Long",
     416: "Range Not Satisfiable",
     431: "Request Header Fields Too Large",
@@ -42,6 +43,7 @@ class Request:
     """
 
     __slots__ = (
+        "body",
         "cache",
         "endpoint",
         "headers",
@@ -62,8 +64,10 @@ class Request:
         *,
         query: str = "",
         remote: str | None = None,
+        body: bytes = b"",
     ) -> None:
         self.method = method
+        self.body = body
         self.path = path
         self.query = query
         self.headers = headers

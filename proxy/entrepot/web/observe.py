@@ -56,7 +56,8 @@ class Observed:
     def done(self, request: Request, status: int, sent: int, seconds: float) -> None:
         endpoint = cast(Endpoint, request.endpoint) or self.classify(request.path)
         self.metrics.record_request(endpoint, status, seconds, sent)
-        if endpoint == "zip" and self.downloads is not None:  # only now is the zip sent
+        if endpoint in ("zip", "tarball") and self.downloads is not None:
+            # only now is the artifact sent
             self.downloads(request, status, seconds)
         self.accesslog.write(
             method=request.method,

@@ -82,8 +82,11 @@ def blob_headers(blob: BlobInfo, *, content_type: str, cache_control: str) -> di
 
 
 @functools.lru_cache(maxsize=1 << 14)
-def _http_date(mtime_ns: int) -> str:
+def http_date(mtime_ns: int) -> str:
     return formatdate(mtime_ns / 1e9, usegmt=True)
+
+
+_http_date = http_date
 
 
 def file_response(blob: BlobInfo, headers: dict[str, str]) -> FileResponse:

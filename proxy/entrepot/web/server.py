@@ -60,6 +60,8 @@ T = TypeVar("T")
 MAX_URL = 8190  # bytes of request target, as aiohttp and most servers allow
 MAX_HEADER_BYTES = 32 << 10
 MAX_HEADERS = 100
+MAX_BODY = 16 << 20
+"""Bytes of request body kept (npm audit and, later, publish); a larger body gets 413."""
 MAX_QUEUED = 16  # pipelined requests read ahead of the one being answered
 FEED_BYTES = 2048  # a read is parsed in slices of this size (see data_received)
 SMALL_FILE = 64 << 10  # files up to this size are read and sent with their head in one write
@@ -321,6 +323,7 @@ class _Connection(asyncio.Protocol):
         self.transport: Any = None
         self.remote: str | None = None
         self._url = b""
+        self._body: bytearray | None = None
         self._headers: dict[str, str] = {}
         self._header_bytes = 0
         self._header_count = 0
@@ -436,6 +439,7 @@ class _Connection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._receiving = True
         self._url = b""
+        self._body = None
         self._headers = {}
         self._header_bytes = 0
         self._header_count = 0
@@ -459,6 +463,13 @@ class _Connection(asyncio.Protocol):
             headers[key] = f"{headers[key]}, {text}"
         else:
             headers[key] = text
+
+    def on_body(self, body: bytes) -> None:
+        if self._body is None:
+            self._body = bytearray()
+        self._body += body
+        if len(self._body) > MAX_BODY:
+            raise _Reject(413)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -498,7 +509,9 @@ class _Connection(asyncio.Protocol):
             self._headers,
             query=query.partition(b"#")[0].decode("latin-1"),
             remote=self.remote,
+            body=b"" if self._body is None else bytes(self._body),
         )
+        self._body = None
         http10 = parser.get_http_version() == "1.0"
         wake = self._wake
         if (

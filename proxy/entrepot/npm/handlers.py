@@ -1,0 +1,219 @@
+"""The npm registry endpoints under the configured prefix: parse, ask the service, answer.
+
+Errors are JSON, as npm clients expect: ``{"error": "...", "reason": "..."}``.
+"""
+
+from __future__ import annotations
+
+import json
+from email.utils import parsedate_to_datetime
+
+from entrepot import __version__
+from entrepot.errors import EntrepotError, NotFoundError
+from entrepot.metrics import CacheResult
+from entrepot.npm.names import parse_path
+from entrepot.npm.packument import Representation
+from entrepot.npm.service import Document, NpmService
+from entrepot.web.http import AnyResponse, FileResponse, Request, Response, render_fields
+from entrepot.web.responses import (
+    etag_matches,
+    file_response,
+    header_safe,
+    http_date,
+    status_for,
+)
+
+JSON = "application/json"
+CORGI = "application/vnd.npm.install-v1+json"
+IMMUTABLE = "public, max-age=31536000, immutable"
+PASSED = (
+    "-/v1/search",
+    "-/npm/v1/security/advisories/bulk",
+    "-/npm/v1/security/audits/quick",
+    "-/npm/v1/security/audits",
+    "-/npm/v1/keys",
+    "-/npm/v1/attestations/",
+    "-/ping",
+)
+"""Registry endpoints passed to the upstream unchanged (never cached as packages)."""
+
+
+def json_error(error: Exception) -> Response:
+    if isinstance(error, EntrepotError):
+        message = error.message
+    else:
+        message = "internal error in the mirror; see its log"
+    status = status_for(error)
+    body = json.dumps({"error": message, "reason": message}).encode()
+    return Response(
+        status, body=body, headers={"Content-Type": JSON, "Cache-Control": "no-store"}
+    )
+
+
+def representation(accept: str, accept_encoding: str) -> Representation:
+    abbreviated = CORGI in accept
+    gz = _accepts_gzip(accept_encoding)
+    if abbreviated:
+        return "abbreviated.gz" if gz else "abbreviated"
+    return "full.gz" if gz else "full"
+
+
+def _accepts_gzip(header: str) -> bool:
+    for item in header.split(","):
+        coding, _, params = item.strip().partition(";")
+        if coding.strip().lower() in ("gzip", "*"):
+            q = params.strip().lower()
+            return not (q.startswith("q=") and q[2:].strip() in ("0", "0.0", "0.00", "0.000"))
+    return False
+
+
+def _not_modified_since(request: Request, modified: float) -> bool:
+    header = request.headers.get("if-modified-since")
+    if header is None or "if-none-match" in request.headers:
+        return False
+    try:
+        when = parsedate_to_datetime(header).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return False
+    return int(modified) <= when
+
+
+class NpmHandlers:
+    MAX_FIELDS = 4096
+
+    def __init__(self, service: NpmService, *, prefix: str) -> None:
+        self.service = service
+        self.prefix = prefix
+        self.ttl = int(service.cache.packument_ttl)
+        self._fields: dict[tuple[object, ...], bytes] = {}
+
+    async def handle(self, request: Request) -> AnyResponse:
+        try:
+            return await self._handle(request)
+        except EntrepotError as e:
+            return json_error(e)
+
+    async def _handle(self, request: Request) -> AnyResponse:
+        rel = request.path[len(self.prefix) - 1 :]  # keeps the leading "/"
+        if rel.startswith("/-/"):
+            request.endpoint = "npm_api"
+            return await self._registry_endpoint(request, rel[1:])
+        if rel == "/":
+            request.endpoint = "npm_api"
+            return self._root(request)
+        if request.method not in ("GET", "HEAD"):
+            request.endpoint = "packument"
+            return Response(
+                405,
+                body=json.dumps(
+                    {
+                        "error": f"{request.method} is not served by this mirror: it serves"
+                        " packages read-only (publishing is not enabled)"
+                    }
+                ).encode(),
+                headers={"Content-Type": JSON, "Allow": "GET, HEAD"},
+            )
+        req = parse_path(rel)
+        request.module = req.name
+        if req.kind == "tarball":
+            request.endpoint = "tarball"
+            request.version = req.version
+            tarball = await self.service.tarball(req.name, req.version)
+            request.cache = tarball.cache
+            return file_response(
+                tarball.blob,
+                {
+                    "Content-Type": "application/octet-stream",
+                    "Cache-Control": IMMUTABLE,
+                    "X-Entrepot-Cache": tarball.cache,
+                },
+            )
+        if req.kind == "version":
+            request.endpoint = "manifest"
+            ref = req.version or req.tag
+            body, _, cache = await self.service.manifest(req.name, ref)
+            request.cache = cache
+            request.version = ref
+            return Response(
+                body=body,
+                headers={
+                    "Content-Type": JSON,
+                    "Cache-Control": f"public, max-age={self.ttl}",
+                    "X-Entrepot-Cache": cache,
+                },
+            )
+        request.endpoint = "packument"
+        write = "write=true" in request.query
+        rep = representation(
+            request.headers.get("accept", ""), request.headers.get("accept-encoding", "")
+        )
+        doc = await self.service.document(req.name, rep, write=write)
+        request.cache = "bypass" if write else doc.cache
+        return self.respond(request, doc, rep, bypass=write)
+
+    def respond(
+        self, request: Request, doc: Document, rep: Representation, *, bypass: bool = False
+    ) -> AnyResponse:
+        cache: CacheResult = "bypass" if bypass else doc.cache
+        if doc.body is None:
+            blob = doc.blob
+            if blob.path is None:  # pragma: no cover - only object storage lacks paths
+                raise RuntimeError("streaming from non-file storage is not implemented")
+            return FileResponse(
+                blob.path,
+                size=blob.size,
+                etag=doc.etag,
+                mtime=blob.mtime_ns / 1e9,
+                headers=self.headers(doc, rep, cache),
+            )
+        key = (doc.blob.key, doc.blob.mtime_ns, rep, cache, doc.stale_reason)
+        fields = self._fields.get(key)
+        if fields is None:
+            if len(self._fields) >= self.MAX_FIELDS:
+                del self._fields[next(iter(self._fields))]
+            fields = self._fields[key] = render_fields(self.headers(doc, rep, cache))
+        inm = request.headers.get("if-none-match")
+        if inm is not None and (etag_matches(inm, doc.etag) or etag_matches(inm, doc.other_etag)):
+            return Response(304, fields=fields)
+        if _not_modified_since(request, doc.blob.mtime_ns / 1e9):
+            return Response(304, fields=fields)
+        return Response(body=doc.body, fields=fields)
+
+    def headers(self, doc: Document, rep: Representation, cache: CacheResult) -> dict[str, str]:
+        headers = {
+            "Content-Type": CORGI if rep.startswith("abbreviated") else JSON,
+            "Cache-Control": "no-store" if cache == "bypass" else f"public, max-age={self.ttl}",
+            "ETag": doc.etag,
+            "Last-Modified": http_date(doc.blob.mtime_ns),
+            "Vary": "Accept, Accept-Encoding",
+            "X-Entrepot-Cache": cache,
+        }
+        if rep.endswith(".gz"):
+            headers["Content-Encoding"] = "gzip"
+        if doc.stale_reason is not None:
+            headers["Warning"] = '110 - "Response is Stale"'
+            headers["X-Entrepot-Stale-Reason"] = header_safe(doc.stale_reason)
+        return headers
+
+    def _root(self, request: Request) -> Response:
+        body = json.dumps(
+            {
+                "db_name": "registry",
+                "engine": f"entrepot/{__version__}",
+                "doc": "an npm registry mirror; set it with `npm config set registry <this URL>`",
+            }
+        ).encode()
+        return Response(body=body, headers={"Content-Type": JSON, "Cache-Control": "no-store"})
+
+    async def _registry_endpoint(self, request: Request, rel: str) -> Response:
+        if not rel.startswith(PASSED):
+            raise NotFoundError(f"/{rel} is not served by this mirror")
+        upstream = self.service.upstream_or_raise()
+        passed = await upstream.passthrough(
+            request.method, rel, request.query, request.headers, request.body
+        )
+        headers = dict(passed.headers)
+        headers.setdefault("Content-Type", JSON)
+        headers["Cache-Control"] = "no-store"
+        return Response(passed.status, body=passed.body, headers=headers)
+

@@ -1,0 +1,645 @@
+"""The npm mirror's service: freshness, coalescing, storage and verification in one place.
+
+    packument ─▶ policy (private → 404, blocked → 403) ─▶ memory / index.json
+                 ├─ fresh → serve the stored document (bytes or sendfile)
+                 ├─ stale within stale_while_revalidate → serve, refresh in background
+                 └─ older / absent → coalesced, conditional upstream fetch ─▶ compute once
+                    (full + abbreviated, gzip, ETags) ─▶ documents, then index.json, published
+                    (an upstream failure then serves the stored copy up to max_stale)
+
+    tarball ─▶ the package's index (policy, dist) ─▶ stored? sendfile
+               └─ coalesced fetch, verified against dist.integrity while streaming ─▶ put
+
+Per package the store holds ``upstream.json`` (the upstream's bytes, to compute again when
+the policy or the public URL changes or a too-new version comes of age), the documents under
+names derived from their ETags, and ``index.json`` (written last) naming them: a reader that
+loaded an index always finds the documents it names, whatever another worker publishes
+meanwhile (the generation before the current one is kept for such readers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from fnmatch import fnmatchcase
+from typing import Literal
+
+from entrepot.caches import FailureCache, MemoryCache
+from entrepot.coalesce import Coalescer
+from entrepot.config import Limits, NpmSettings
+from entrepot.errors import (
+    EntrepotError,
+    ForbiddenError,
+    NotFoundError,
+    UnavailableError,
+    UpstreamError,
+    VerificationError,
+)
+from entrepot.metrics import CacheResult, Metrics
+from entrepot.npm import names
+from entrepot.npm.integrity import (
+    IntegrityError,
+    TarballTooLargeError,
+    Verifier,
+    expected_from_dist,
+)
+from entrepot.npm.packument import (
+    Documents,
+    Index,
+    PackumentError,
+    PackumentTooLargeError,
+    Representation,
+    VersionEntry,
+    compute,
+    policy_for,
+    served_entry,
+)
+from entrepot.npm.upstream import NpmUpstream
+from entrepot.storage.base import BlobInfo, Storage
+
+log = logging.getLogger("entrepot.npm")
+
+REPRESENTATIONS: tuple[Representation, ...] = ("full", "full.gz", "abbreviated", "abbreviated.gz")
+IN_MEMORY_BYTES = 256 << 10
+"""Documents up to this size are answered from memory; larger ones with sendfile (a 20 MB
+document written from memory to 64 slow clients would be buffered 64 times)."""
+
+
+def _file_part(rep: Representation, etag: str) -> str:
+    tag = hashlib.sha256(etag.encode()).hexdigest()[:32]
+    return f"{rep.replace('.gz', '')}-{tag}.json" + (".gz" if rep.endswith(".gz") else "")
+
+
+@dataclass(frozen=True)
+class Package:
+    """What a worker knows of one package: its index, and when the upstream was last asked."""
+
+    index: Index
+    files: dict[Representation, str]  # storage keys of the documents
+    fetched: float  # epoch seconds of the last successful upstream answer (200 or 304)
+    upstream_etag: str | None
+    fingerprint: str  # the settings the documents were computed with
+    too_new: bool  # some version is hidden until it is old enough
+    stamp: tuple[int, int]  # index.json's (mtime_ns, size) when read
+    previous: dict[Representation, str] = field(default_factory=dict)
+    cost: int = 0
+
+
+@dataclass(frozen=True)
+class Document:
+    """A packument representation to send: bytes in memory, or the stored file."""
+
+    blob: BlobInfo
+    body: bytes | None
+    etag: str
+    other_etag: str  # the same document's other encoding (a 304 for either is right)
+    modified: float | None
+    cache: CacheResult
+    stale_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Tarball:
+    blob: BlobInfo
+    cache: CacheResult
+
+
+Freshness = Literal["fresh", "revalidate", "refetch"]
+
+
+class NpmService:
+    def __init__(
+        self,
+        *,
+        storage: Storage,
+        upstream: NpmUpstream | None,
+        settings: NpmSettings,
+        base_url: str,
+        metrics: Metrics,
+        limits: Limits,
+        clock: Callable[[], float] = time.time,
+        published: Callable[[str, str, int], None] | None = None,
+        missing_upstream: str = "",
+    ) -> None:
+        self.storage = storage
+        self.upstream = upstream
+        self.settings = settings
+        self.cache = settings.cache
+        self.policy = settings.policy
+        self.base_url = base_url
+        self.metrics = metrics
+        self.limits = limits
+        self.clock = clock
+        self.published = published
+        self.missing_upstream = missing_upstream
+        self.flights: Coalescer[object] = Coalescer()
+        self.failures = FailureCache(
+            not_found_ttl=self.cache.negative_ttl,
+            error_ttl=self.cache.error_ttl,
+            max_bytes=8 << 20,
+        )
+        self.memory = MemoryCache(self.cache.memory_bytes // 2)
+        self._packages: OrderedDict[str, Package] = OrderedDict()
+        self._packages_cost = 0
+        self._packages_budget = max(1 << 20, self.cache.memory_bytes // 2)
+        self.set_base_url(base_url)
+
+    def set_base_url(self, base_url: str) -> None:
+        """The public registry URL tarball URLs are written under (known once the server
+        is bound when ``npm.public_url`` is unset and the port was 0)."""
+        self.base_url = base_url
+        self.fingerprint = hashlib.sha256(
+            json.dumps(
+                [base_url, self.policy.model_dump(mode="json"), self.settings.max_packument_bytes]
+            ).encode()
+        ).hexdigest()[:16]
+
+    # -- policy by name -----------------------------------------------------------------------
+
+    def check_name_policy(self, name: str) -> None:
+        """Private names are never looked up upstream (404); blocked packages are 403."""
+        if any(fnmatchcase(name, p) for p in self.policy.private):
+            raise NotFoundError(
+                f"{name} is in a private scope of this registry (npm.policy.private) and is not"
+                " published here; it is never looked up upstream"
+            )
+        if any("@" not in p[1:] and fnmatchcase(name, p) for p in self.policy.blocked):
+            raise ForbiddenError(f"{name} is blocked by this mirror's policy (npm.policy.blocked)")
+
+    # -- packuments ---------------------------------------------------------------------------
+
+    async def document(self, name: str, rep: Representation, *, write: bool = False) -> Document:
+        package, cache, stale = await self.package(name, write=write)
+        return await self._document(package, rep, cache, stale)
+
+    async def package(
+        self, name: str, *, write: bool = False, force: bool = False
+    ) -> tuple[Package, CacheResult, str | None]:
+        """The package's current state: ``(package, cache result, stale reason)``.
+
+        ``write`` (``?write=true``) and ``force`` (a tarball of a version the index does not
+        know) ask the upstream now whatever the age; ``force`` still honours a remembered
+        failure."""
+        self.check_name_policy(name)
+        now = self.clock()
+        package = self._packages.get(name)
+        if package is None or self._age(package, now) > self.cache.packument_ttl:
+            package = await self._load(name, package)
+        if package is not None and not write and not force:
+            state = self._freshness(self._age(package, now))
+            if state == "fresh":
+                self.metrics.record_cache("packument", "hit")
+                return package, "hit", None
+            key = self._index_key(name)
+            remembered = self.failures.get(key, now)
+            if state == "revalidate":
+                if remembered is None:
+                    self.flights.start(key, lambda: self._refresh(name, background=True))
+                self.metrics.record_cache("packument", "hit")
+                return package, "hit", None
+            if remembered is not None and self._can_serve_stale(package, now):
+                self.metrics.record_cache("packument", "stale")
+                return package, "stale", remembered.message
+        elif package is not None and force:
+            remembered = self.failures.get(self._index_key(name), now)
+            if remembered is not None:
+                return package, "hit", None
+        try:
+            fresh = await self._fetch(name, remembered_ok=not write)
+        except EntrepotError as e:
+            if (
+                package is None
+                or isinstance(e, ForbiddenError | NotFoundError)
+                or not self._can_serve_stale(package, now)
+            ):
+                raise
+            log.warning("serving the stored packument of %s: %s", name, e.message)
+            self.metrics.record_cache("packument", "stale")
+            return package, "stale", e.message
+        result: CacheResult = "miss" if package is None or write else "hit"
+        self.metrics.record_cache("packument", "bypass" if write else result)
+        return fresh, result, None
+
+    def _age(self, package: Package, now: float) -> float:
+        return now - package.fetched
+
+    def _freshness(self, age: float) -> Freshness:
+        if age <= self.cache.packument_ttl:
+            return "fresh"
+        if age <= self.cache.packument_ttl + self.cache.stale_while_revalidate:
+            return "revalidate"
+        return "refetch"
+
+    def _can_serve_stale(self, package: Package, now: float) -> bool:
+        return self._age(package, now) <= self.cache.packument_ttl + self.cache.max_stale
+
+    async def _document(
+        self, package: Package, rep: Representation, cache: CacheResult, stale: str | None
+    ) -> Document:
+        key = package.files[rep]
+        other_rep: Representation = rep[:-3] if rep.endswith(".gz") else f"{rep}.gz"  # type: ignore[assignment]
+        etag = package.index.etags[rep]
+        other = package.index.etags.get(other_rep, etag)
+        item = self.memory.get(key)
+        if item is not None:
+            return Document(item[0], item[1], etag, other, package.index.modified, cache, stale)
+        blob = await self.storage.stat(key)
+        if blob is None:  # purged behind our back: compute again from the upstream
+            self._forget(package.index.name)
+            raise UpstreamError(f"{package.index.name}: a cached document vanished; retry")
+        body: bytes | None = None
+        if blob.size <= IN_MEMORY_BYTES:
+            body = await self.storage.get(key)
+            if body is not None:
+                self.memory.put(key, blob, body)
+        return Document(blob, body, etag, other, package.index.modified, cache, stale)
+
+    async def manifest(self, name: str, ref: str) -> tuple[bytes, Package, CacheResult]:
+        """``GET /<name>/<version|tag>``: the version's manifest, a slice of the full document."""
+        package, cache, _ = await self.package(name)
+        entry = served_entry(package.index, ref)
+        key = package.files["full"]
+        item = self.memory.get(key)
+        if item is not None:
+            return item[1][entry.start : entry.end], package, cache
+        blob = await self.storage.stat(key)
+        if blob is None or blob.path is None:
+            self._forget(name)
+            raise UpstreamError(f"{name}: a cached document vanished; retry")
+        with open(blob.path, "rb") as f:  # noqa: ASYNC230 - one small read, page cache
+            return os.pread(f.fileno(), entry.end - entry.start, entry.start), package, cache
+
+    def _index_key(self, name: str) -> str:
+        return f"{names.package_prefix(name)}/packument/index.json"
+
+    def _upstream_key(self, name: str) -> str:
+        return f"{names.package_prefix(name)}/packument/upstream.json"
+
+    async def _load(self, name: str, known: Package | None) -> Package | None:
+        """The package as index.json says (re-read only when the file changed)."""
+        key = self._index_key(name)
+        blob = await self.storage.stat(key)
+        if blob is None:
+            if known is not None:
+                self._forget(name)
+            return None
+        if known is not None and known.stamp == (blob.mtime_ns, blob.size):
+            return known
+        raw = await self.storage.get(key)
+        if raw is None:
+            return None
+        try:
+            package = _parse_index(raw, (blob.mtime_ns, blob.size))
+        except ValueError as e:
+            log.warning("ignoring an unreadable %s: %s", key, e)
+            return None
+        if package.fingerprint != self.fingerprint:
+            # Computed with other settings (public URL, policy): compute again, from the
+            # stored upstream bytes when they are there.
+            package = replace(package, fetched=0.0)
+        self._remember(name, package)
+        return package
+
+    async def _fetch(self, name: str, *, remembered_ok: bool = True) -> Package:
+        key = self._index_key(name)
+        now = self.clock()
+        if remembered_ok:
+            remembered = self.failures.get(key, now)
+            if remembered is not None:
+                self.metrics.record_cache("packument", "negative")
+                raise remembered
+        if key not in self.flights:
+            self._admit(key)
+        try:
+            result, led = await self.flights.run(key, lambda: self._refresh(name))
+        except EntrepotError as e:
+            self.failures.put(key, e, self.clock())
+            raise
+        if not led:
+            self.metrics.coalesced.labels("packument").inc()
+        assert isinstance(result, Package)
+        return result
+
+    def _admit(self, key: str) -> None:
+        if len(self.flights) >= self.limits.max_fetches:
+            raise UnavailableError(
+                f"{key}: the mirror is busy ({len(self.flights)} fetches in flight); retry shortly"
+            )
+
+    async def _refresh(self, name: str, *, background: bool = False) -> Package:
+        """Ask the upstream (conditionally), compute when it changed, publish. Under the
+        store's lock: N workers asking at once make one upstream request."""
+        key = self._index_key(name)
+        try:
+            async with self.storage.exclusive(key):
+                known = await self._load(name, self._packages.get(name))
+                if (
+                    known is not None
+                    and not background
+                    and known.fingerprint == self.fingerprint
+                    and self._age(known, self.clock()) < 1.0
+                ):
+                    return known  # another worker refreshed it a moment ago
+                package = await self._ask(name, known)
+        except EntrepotError as e:
+            if background:
+                self.failures.put(key, e, self.clock())
+                self.metrics.record_refresh("packument", "error")
+                log.warning("background refresh of %s failed, keeping the stored copy: %s", name, e)
+            raise
+        if background:
+            self.metrics.record_refresh("packument", "ok")
+        return package
+
+    async def _ask(self, name: str, known: Package | None) -> Package:
+        upstream = self.upstream_or_raise()
+        now = self.clock()
+        same_settings = known is not None and known.fingerprint == self.fingerprint
+        etag = known.upstream_etag if known is not None else None
+        start = time.perf_counter()
+        try:
+            got = await upstream.packument(
+                name, etag=etag, max_bytes=self.settings.max_packument_bytes
+            )
+        except PackumentTooLargeError:
+            self.metrics.record_npm_refused("too_large")
+            self._upstream_outcome("error", start)
+            raise
+        except NotFoundError:
+            self._upstream_outcome("not_found", start)
+            raise
+        except EntrepotError:
+            self._upstream_outcome("error", start)
+            raise
+        self._upstream_outcome("ok", start)
+        if got is None:  # 304: the upstream's packument did not change
+            assert known is not None
+            if same_settings and not known.too_new:
+                return await self._publish_index(name, replace(known, fetched=now))
+            raw = await self.storage.get(self._upstream_key(name))
+            if raw is None:  # the stored bytes are gone: ask again, unconditionally
+                got = await upstream.packument(
+                    name, etag=None, max_bytes=self.settings.max_packument_bytes
+                )
+                assert got is not None
+                raw, up_etag = got.body, got.etag
+            else:
+                up_etag = known.upstream_etag
+        else:
+            raw, up_etag = got.body, got.etag
+            await self.storage.put_bytes(self._upstream_key(name), raw)
+        docs = await self._compute(name, raw, now)
+        return await self._publish(name, docs, up_etag, now, known)
+
+    def _upstream_outcome(self, outcome: Literal["ok", "not_found", "error"], start: float) -> None:
+        assert self.upstream is not None
+        self.metrics.record_upstream(
+            self.upstream.name, "packument", outcome, time.perf_counter() - start
+        )
+
+    def upstream_or_raise(self) -> NpmUpstream:
+        if self.upstream is None:
+            raise UnavailableError(self.missing_upstream or "no npm upstream is configured")
+        return self.upstream
+
+    async def _compute(self, name: str, raw: bytes, now: float) -> Documents:
+        policy = policy_for(
+            name,
+            min_release_age=self.policy.min_release_age,
+            exempt=self.policy.min_release_age_exempt,
+            blocked=self.policy.blocked,
+        )
+        try:
+            return await asyncio.to_thread(
+                compute,
+                raw,
+                name=name,
+                base_url=self.base_url,
+                now=now,
+                max_bytes=self.settings.max_packument_bytes,
+                policy=policy,
+            )
+        except PackumentTooLargeError:
+            self.metrics.record_npm_refused("too_large")
+            raise
+        except PackumentError:
+            self.metrics.record_npm_refused("packument")
+            raise
+
+    async def _publish(
+        self, name: str, docs: Documents, up_etag: str | None, now: float, known: Package | None
+    ) -> Package:
+        prefix = f"{names.package_prefix(name)}/packument/"
+        bodies: dict[Representation, bytes] = {
+            "full": docs.full.body,
+            "full.gz": docs.full.gzip,
+            "abbreviated": docs.abbreviated.body,
+            "abbreviated.gz": docs.abbreviated.gzip,
+        }
+        files: dict[Representation, str] = {}
+        for rep, body in bodies.items():
+            files[rep] = prefix + _file_part(rep, docs.index.etags[rep])
+            if await self.storage.stat(files[rep]) is None:
+                await self.storage.put_bytes(files[rep], body)
+        previous = dict(known.files) if known is not None and known.files != files else {}
+        package = Package(
+            index=docs.index,
+            files=files,
+            fetched=now,
+            upstream_etag=up_etag,
+            fingerprint=self.fingerprint,
+            too_new=any(h.reason == "too-new" for h in docs.hidden),
+            stamp=(0, 0),
+            previous=previous,
+        )
+        published = await self._publish_index(name, package)
+        if known is not None:  # the generation before the previous one has no reader left
+            keep = set(files.values()) | set(previous.values())
+            for old in known.previous.values():
+                if old not in keep:
+                    await self.storage.delete(old)
+        return published
+
+    async def _publish_index(self, name: str, package: Package) -> Package:
+        raw = _index_bytes(package)
+        blob = await self.storage.put_bytes(self._index_key(name), raw)
+        package = replace(package, stamp=(blob.mtime_ns, blob.size))
+        self._remember(name, package)
+        return package
+
+    def _remember(self, name: str, package: Package) -> None:
+        cost = 1024 + 256 * (len(package.index.versions) + len(package.index.hidden))
+        package = replace(package, cost=cost)
+        old = self._packages.pop(name, None)
+        if old is not None:
+            self._packages_cost -= old.cost
+        self._packages[name] = package
+        self._packages_cost += cost
+        while self._packages_cost > self._packages_budget and len(self._packages) > 1:
+            _, dropped = self._packages.popitem(last=False)
+            self._packages_cost -= dropped.cost
+
+    def _forget(self, name: str) -> None:
+        old = self._packages.pop(name, None)
+        if old is not None:
+            self._packages_cost -= old.cost
+
+    # -- tarballs -----------------------------------------------------------------------------
+
+    async def tarball(self, name: str, version: str) -> Tarball:
+        self.check_name_policy(name)
+        key = names.tarball_key(name, version)
+        package = self._packages.get(name)
+        if package is None:
+            package, _, _ = await self.package(name)
+        entry = await self._entry(name, version, package)
+        blob = await self.storage.stat(key)
+        if blob is not None:
+            self.metrics.record_cache("tarball", "hit")
+            return Tarball(blob, "hit")
+        remembered = self.failures.get(key, self.clock())
+        if remembered is not None:
+            self.metrics.record_cache("tarball", "negative")
+            raise remembered
+        if key not in self.flights:
+            self._admit(key)
+        try:
+            result, led = await self.flights.run(
+                key, lambda: self._fetch_tarball(name, version, entry, key)
+            )
+        except EntrepotError as e:
+            self.failures.put(key, e, self.clock())
+            raise
+        if not led:
+            self.metrics.coalesced.labels("tarball").inc()
+        assert isinstance(result, BlobInfo)
+        self.metrics.record_cache("tarball", "miss")
+        return Tarball(result, "miss")
+
+    async def _entry(self, name: str, version: str, package: Package) -> VersionEntry:
+        """The version's dist as the index gives it; a version the index does not know (a
+        release newer than the stored packument) makes the packument be asked again once."""
+        index = package.index
+        if version not in index.versions and version not in index.hidden:
+            package, _, _ = await self.package(name, force=True)
+            index = package.index
+        if version not in index.versions and version not in index.hidden:
+            raise NotFoundError(f"{name}@{version}: no such version")
+        return served_entry(index, version)
+
+    async def _fetch_tarball(
+        self, name: str, version: str, entry: VersionEntry, key: str
+    ) -> BlobInfo:
+        upstream = self.upstream_or_raise()
+        what = f"{name}@{version}"
+        expected = expected_from_dist({"integrity": entry.integrity, "shasum": entry.shasum})
+        if expected is None:
+            raise VerificationError(
+                f"{what}: the packument gives no dist.integrity or dist.shasum this mirror can"
+                " check; it serves only verified tarballs"
+            )
+        async with self.storage.exclusive(key):
+            blob = await self.storage.stat(key)
+            if blob is not None:
+                return blob
+            free = self.storage.free_bytes()
+            if free < self.limits.min_free_bytes:
+                raise UnavailableError(
+                    f"{what}: the mirror's cache volume is nearly full ({free >> 20} MiB free);"
+                    " cached tarballs are still served"
+                )
+            url = upstream.tarball_source(name, version, entry.tarball)
+            verifier = Verifier(
+                expected, max_bytes=self.settings.max_tarball_bytes, what=f"tarball of {what}"
+            )
+            start = time.perf_counter()
+            with self.storage.stage() as staged:
+                try:
+                    await upstream.tarball(
+                        url, f"tarball of {what}", staged, verifier, self.settings.max_tarball_bytes
+                    )
+                except IntegrityError as e:
+                    self.metrics.record_npm_refused(
+                        "truncated" if e.reason == "truncated" else "integrity"
+                    )
+                    self.metrics.record_upstream(
+                        upstream.name, "tarball", "error", time.perf_counter() - start
+                    )
+                    log.warning("refused %s: %s", what, e.message)
+                    raise
+                except TarballTooLargeError:
+                    self.metrics.record_npm_refused("too_large")
+                    self.metrics.record_upstream(
+                        upstream.name, "tarball", "error", time.perf_counter() - start
+                    )
+                    raise
+                except NotFoundError:
+                    self.metrics.record_upstream(
+                        upstream.name, "tarball", "not_found", time.perf_counter() - start
+                    )
+                    raise
+                except EntrepotError:
+                    self.metrics.record_upstream(
+                        upstream.name, "tarball", "error", time.perf_counter() - start
+                    )
+                    raise
+                self.metrics.record_upstream(
+                    upstream.name, "tarball", "ok", time.perf_counter() - start
+                )
+                blob = await self.storage.put(key, staged)
+        if self.published is not None:
+            with contextlib.suppress(Exception):
+                self.published(name, version, blob.size)
+        return blob
+
+    async def close(self, grace: float) -> None:
+        await self.flights.drain(grace)
+
+
+def _index_bytes(package: Package) -> bytes:
+    meta = {
+        "fetched": package.fetched,
+        "upstream_etag": package.upstream_etag,
+        "fingerprint": package.fingerprint,
+        "too_new": package.too_new,
+        "files": package.files,
+        "previous": package.previous,
+    }
+    return b'{"meta":' + json.dumps(meta).encode() + b',"index":' + package.index.to_bytes() + b"}"
+
+
+def _parse_index(raw: bytes, stamp: tuple[int, int]) -> Package:
+    try:
+        data = json.loads(raw)
+        meta, index = data["meta"], data["index"]
+        files = {_rep(r): str(k) for r, k in meta["files"].items()}
+        previous = {_rep(r): str(k) for r, k in meta.get("previous", {}).items()}
+        parsed = Index.from_bytes(json.dumps(index).encode())
+        if set(files) != set(REPRESENTATIONS) or set(parsed.etags) != set(REPRESENTATIONS):
+            raise ValueError("documents missing")
+        return Package(
+            index=parsed,
+            files=files,
+            fetched=float(meta["fetched"]),
+            upstream_etag=meta.get("upstream_etag"),
+            fingerprint=str(meta["fingerprint"]),
+            too_new=bool(meta.get("too_new")),
+            stamp=stamp,
+            previous=previous,
+        )
+    except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as e:
+        raise ValueError(f"not an index: {e!r}") from e
+
+
+def _rep(value: str) -> Representation:
+    if value not in REPRESENTATIONS:
+        raise ValueError(f"unknown representation {value!r}")
+    return value
