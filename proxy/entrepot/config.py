@@ -917,7 +917,6 @@ class NpmSettings(_Model):
         return value
 
 
-
 class Settings(_Model):
     """Everything `entrepot serve` reads."""
 
@@ -1066,7 +1065,7 @@ def load_settings(
     settings = _with_npm_defaults(settings, env)
     if settings.npm.enabled and settings.npm.prefix == "/" and settings.go.enabled:
         raise ConfigError(
-            "invalid configuration:\n  npm.prefix = \"/\": npm can serve the root only alone;"
+            'invalid configuration:\n  npm.prefix = "/": npm can serve the root only alone;'
             " set go.enabled to false, or a prefix such as '/npm/'"
         )
     if not settings.go.enabled:

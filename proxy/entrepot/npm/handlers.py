@@ -45,9 +45,7 @@ def json_error(error: Exception) -> Response:
         message = "internal error in the mirror; see its log"
     status = status_for(error)
     body = json.dumps({"error": message, "reason": message}).encode()
-    return Response(
-        status, body=body, headers={"Content-Type": JSON, "Cache-Control": "no-store"}
-    )
+    return Response(status, body=body, headers={"Content-Type": JSON, "Cache-Control": "no-store"})
 
 
 def representation(accept: str, accept_encoding: str) -> Representation:
@@ -216,4 +214,3 @@ class NpmHandlers:
         headers.setdefault("Content-Type", JSON)
         headers["Cache-Control"] = "no-store"
         return Response(passed.status, body=passed.body, headers=headers)
-

@@ -303,7 +303,6 @@ class NpmUpstream:
             raise GoneError(f"{what}: {self.name} answered 410 Gone{detail}")
         if status in (401, 403):
             raise UpstreamError(
-                f"{what}: upstream {self.name} refused the mirror ({status}); check"
-                " npm.credentials"
+                f"{what}: upstream {self.name} refused the mirror ({status}); check npm.credentials"
             )
         raise UpstreamError(f"{what}: upstream {self.name} answered {status}{detail}")
