@@ -219,9 +219,132 @@ UPSTREAM: tuple[Panel, ...] = (
     ),
 )
 
+# The npm registry's endpoints and upstream operations (closed label values of metrics.py).
+NPM_ENDPOINTS = 'endpoint=~"packument|manifest|tarball|npm_api|downloads"'
+NPM_CACHED = 'endpoint=~"packument|tarball"'
+NPM_OPERATIONS = 'operation=~"packument|tarball"'
+
+NPM: tuple[Panel, ...] = (
+    Panel(
+        "npm requests by endpoint and code",
+        (
+            _q(
+                "sum by (endpoint, code)"
+                f" (rate(entrepot_http_requests_total{{SEL, {NPM_ENDPOINTS}}}[5m]))",
+                "{{endpoint}} {{code}}",
+            ),
+        ),
+        "reqps",
+    ),
+    Panel(
+        "npm request latency p95 by endpoint",
+        (
+            _q(
+                "histogram_quantile(0.95, sum by (endpoint, le)"
+                f" (rate(entrepot_http_request_duration_seconds_bucket{{SEL, {NPM_ENDPOINTS}}}"
+                "[5m])))",
+                "{{endpoint}}",
+            ),
+        ),
+        "s",
+    ),
+    Panel(
+        "npm cache results (packuments, tarballs)",
+        (
+            _q(
+                "sum by (endpoint, result)"
+                f" (rate(entrepot_cache_results_total{{SEL, {NPM_CACHED}}}[5m]))",
+                "{{endpoint}} {{result}}",
+            ),
+        ),
+        "reqps",
+    ),
+    Panel(
+        "npm cache hit ratio",
+        (
+            _q(
+                "sum by (endpoint)"
+                f' (rate(entrepot_cache_results_total{{SEL, {NPM_CACHED}, result="hit"}}[5m]))'
+                " / clamp_min(sum by (endpoint)"
+                f" (rate(entrepot_cache_results_total{{SEL, {NPM_CACHED}}}[5m])), 1e-9)",
+                "{{endpoint}}",
+            ),
+        ),
+        "percentunit",
+    ),
+    Panel(
+        "npm tarball downloads by cache result",
+        (
+            _q(
+                'sum by (result) (rate(entrepot_downloads_total{SEL, ecosystem="npm"}[5m]))',
+                "{{result}}",
+            ),
+        ),
+        "ops",
+    ),
+    Panel(
+        "npm bytes served by endpoint",
+        (
+            _q(
+                "sum by (endpoint)"
+                f" (rate(entrepot_http_response_bytes_total{{SEL, {NPM_ENDPOINTS}}}[5m]))",
+                "{{endpoint}}",
+            ),
+        ),
+        "Bps",
+    ),
+    Panel(
+        "npm upstream requests by outcome",
+        (
+            _q(
+                "sum by (upstream, operation, outcome)"
+                f" (rate(entrepot_upstream_requests_total{{SEL, {NPM_OPERATIONS}}}[5m]))",
+                "{{upstream}} {{operation}} {{outcome}}",
+            ),
+        ),
+        "reqps",
+    ),
+    Panel(
+        "npm upstream latency p95",
+        (
+            _q(
+                "histogram_quantile(0.95, sum by (operation, le)"
+                " (rate(entrepot_upstream_request_duration_seconds_bucket"
+                f"{{SEL, {NPM_OPERATIONS}}}[5m])))",
+                "p95 {{operation}}",
+            ),
+        ),
+        "s",
+    ),
+    Panel(
+        "npm upstream bytes refused",
+        (
+            # Only on a refusal: a tarball whose digest is not its dist.integrity, one that
+            # ended early or is over npm.max_tarball_bytes, or a packument that is not one.
+            _q(
+                "sum by (reason) (rate(entrepot_npm_refused_total{SEL}[5m])) or on() vector(0)",
+                "{{reason}}",
+            ),
+        ),
+        "ops",
+    ),
+    Panel(
+        "npm coalesced requests",
+        (
+            _q(
+                f"sum by (endpoint) (rate(entrepot_coalesced_requests_total{{SEL, {NPM_CACHED}}}"
+                "[5m])) or on() vector(0)",
+                "{{endpoint}}",
+            ),
+        ),
+        "reqps",
+    ),
+)
+
 BOARDS: dict[str, tuple[str, tuple[Panel, ...]]] = {
     "entrepot-overview": ("Entrepôt overview", OVERVIEW),
     "entrepot-upstream": ("Entrepôt upstream and health", UPSTREAM),
+    "entrepot-npm": ("Entrepôt npm registry", NPM),
 }
 
 

@@ -1,7 +1,8 @@
 """Every dashboard query and every alert, evaluated by a real Prometheus scraping a real mirror.
 
-A mirror with two workers serves real go command traffic from the fixture upstream; Prometheus
-(Debian's package, ``make test-prometheus``) scrapes its /metrics every second. Each panel query
+A mirror with two workers serves real go command traffic from the fixture upstream, and npm
+requests from the npm fixture registry; Prometheus (Debian's package, ``make test-prometheus``)
+scrapes its /metrics every second. Each panel query
 of the generated dashboards (variables substituted) must parse and return data; each alert
 expression of the chart's PrometheusRule must parse, and ``promtool check rules`` must accept
 the rendered rules.
@@ -26,6 +27,7 @@ from entrepot_operator.render.meta import Owner
 from entrepot_operator.render.optional import target_labels
 from support import prometheus
 from support.gocmd import GoClient
+from support.npmfixture import running_npm_fixture
 from support.servers import Server, running_server
 
 pytestmark = pytest.mark.integration
@@ -85,6 +87,15 @@ def drive_traffic(tmp_path: Path, mirror: Server) -> None:
             assert "Error" not in info, info
     for path in ("/stats/example.com/hello", "/stats/trends/latest", "/stats/summary"):
         httpx.get(mirror.url + path, timeout=10)
+    # npm, under /npm/ beside Go: a packument, a manifest, a tarball twice (a miss, then a
+    # hit), a passthrough and the download counts, for the npm board's panels.
+    npm = mirror.url + "/npm"
+    tarball = httpx.get(f"{npm}/fixture-a", timeout=10).json()["versions"]["1.1.0"]["dist"]
+    assert httpx.get(f"{npm}/fixture-a/1.1.0", timeout=10).status_code == 200
+    for _ in range(2):
+        assert httpx.get(tarball["tarball"], timeout=10).status_code == 200
+    for path in ("/-/ping", "/downloads/point/last-day/fixture-a"):
+        httpx.get(npm + path, timeout=10)
 
 
 def test_dashboards_and_alerts_evaluate_against_a_real_prometheus(
@@ -105,9 +116,16 @@ def test_dashboards_and_alerts_evaluate_against_a_real_prometheus(
     alerts = [r for g in yaml.safe_load(rules_file.read_text())["groups"] for r in g["rules"]]
     assert len(alerts) == 5
 
-    with running_server(
-        tmp_path, proxy=upstream_server.url, args=["--workers", "2"], name="mirror"
-    ) as mirror:
+    with (
+        running_npm_fixture(tmp_path) as npm_upstream,
+        running_server(
+            tmp_path,
+            proxy=upstream_server.url,
+            env={"ENTREPOT_NPM__UPSTREAM": npm_upstream.url},
+            args=["--workers", "2"],
+            name="mirror",
+        ) as mirror,
+    ):
         drive_traffic(tmp_path, mirror)
         target = mirror.url.removeprefix("http://").rstrip("/")
         # The labels the operator's ServiceMonitor copies onto the series of a mirror.

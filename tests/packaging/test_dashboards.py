@@ -46,3 +46,54 @@ def test_boards_have_the_variables_and_only_known_metrics() -> None:
             assert 'namespace=~"$namespace", job=~"$job"' in expr, expr
             for metric in re.findall(r"\b(entrepot_[a-z_]+?)(?:_bucket)?\{", expr):
                 assert f'"{metric}"' in METRICS, metric
+
+
+def _label_values(expr: str, label: str) -> set[str]:
+    """The values a query selects for ``label`` (``label="a"`` or ``label=~"a|b"``)."""
+    found: set[str] = set()
+    for values in re.findall(rf'\b{label}=~?"([^"]*)"', expr):
+        found.update(values.split("|"))
+    return found
+
+
+def test_label_values_are_the_closed_sets_of_the_metrics_module() -> None:
+    """A typo in a selector (``endpoint="tarbal"``) would be a panel that is always empty."""
+    from typing import get_args
+
+    from entrepot import metrics
+
+    closed = {
+        "endpoint": set(get_args(metrics.Endpoint)),
+        "ecosystem": set(get_args(metrics.Ecosystem)),
+        "result": set(get_args(metrics.CacheResult)) | set(get_args(metrics.DownloadResult)),
+        "reason": set(get_args(metrics.NpmRefusal)),
+        "outcome": set(get_args(metrics.UpstreamOutcome)),
+    }
+    for text in rendered().values():
+        for expr in panel_queries(json.loads(text)):
+            for label, allowed in closed.items():
+                assert _label_values(expr, label) <= allowed, (label, expr)
+
+
+def test_the_npm_board() -> None:
+    board = json.loads(rendered()["entrepot-npm.json"])
+    assert board["title"] == "Entrepôt npm registry"
+    queries = panel_queries(board)
+    selected = set().union(*(_label_values(q, "endpoint") for q in queries))
+    assert selected == {"packument", "manifest", "tarball", "npm_api", "downloads"}
+    requests = [q for q in queries if "entrepot_http_requests_total" in q]
+    assert requests
+    assert _label_values(requests[0], "endpoint") == selected
+    cache = [q for q in queries if "entrepot_cache_results_total" in q]
+    assert cache
+    assert all(_label_values(q, "endpoint") == {"packument", "tarball"} for q in cache)
+    downloads = [q for q in queries if "entrepot_downloads_total" in q]
+    assert len(downloads) == 1
+    assert _label_values(downloads[0], "ecosystem") == {"npm"}
+    assert any("entrepot_npm_refused_total" in q and "by (reason)" in q for q in queries)
+    upstream = [q for q in queries if "entrepot_upstream_request" in q]
+    assert upstream
+    assert all(_label_values(q, "operation") == {"packument", "tarball"} for q in upstream)
+    # Go's boards are unchanged in kind: npm's panels are on their own board.
+    for uid in ("entrepot-overview.json", "entrepot-upstream.json"):
+        assert "npm" not in "".join(panel_queries(json.loads(rendered()[uid])))
