@@ -29,6 +29,7 @@ from entrepot.npm.service import NpmService
 from entrepot.npm.upstream import NpmUpstream, read_npmrc_auth
 from entrepot.stats.handlers import StatsHandlers
 from entrepot.stats.inventory import InventoryUpdates
+from entrepot.stats.npm_downloads import NpmDownloadsHandlers
 from entrepot.stats.recorder import GoDownloads, Recorder
 from entrepot.stats.store import StatsStore
 from entrepot.storage.filesystem import FilesystemStorage, unique_owner
@@ -463,7 +464,10 @@ def build_mirror(
         else (None, None)
     )
     routes = _route_table(
-        settings, handlers.handle if settings.go.enabled else _go_disabled, npm_service
+        settings,
+        handlers.handle if settings.go.enabled else _go_disabled,
+        npm_service,
+        stats.store if stats is not None else None,
     )
     routes.add("/healthz", healthz)
     routes.add("/readyz", readyz)
@@ -501,15 +505,26 @@ def build_mirror(
     )
 
 
-def _route_table(settings: Settings, go: Handler, npm: NpmService | None) -> RouteTable:
-    """Go at the root; npm under its prefix (or at the root, alone)."""
+def _route_table(
+    settings: Settings, go: Handler, npm: NpmService | None, stats: StatsStore | None
+) -> RouteTable:
+    """Go at the root; npm under its prefix (or at the root, alone), with npm's downloads
+    API at ``<prefix>downloads/point/`` and ``/range/`` (which a package named "downloads"
+    cannot use for a version or tag: neither "point" nor "range" is a version)."""
     if npm is None:
         return RouteTable(fallback=go)
-    npm_handle = NpmHandlers(npm, prefix=settings.npm.prefix).handle
-    if settings.npm.prefix == "/":
-        return RouteTable(fallback=npm_handle, methods=EVERY)
-    routes = RouteTable(fallback=go)
-    routes.add_prefix(settings.npm.prefix, npm_handle, methods=EVERY)
+    prefix = settings.npm.prefix
+    npm_handle = NpmHandlers(npm, prefix=prefix).handle
+    if prefix == "/":
+        routes = RouteTable(fallback=npm_handle, methods=EVERY)
+    else:
+        routes = RouteTable(fallback=go)
+        routes.add_prefix(prefix, npm_handle, methods=EVERY)
+    downloads = (
+        NpmDownloadsHandlers(stats, prefix=prefix).handle if stats is not None else _stats_disabled
+    )
+    routes.add_prefix(f"{prefix}downloads/point/", downloads)
+    routes.add_prefix(f"{prefix}downloads/range/", downloads)
     return routes
 
 
