@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 import uvloop
 
+from entrepot.web import server as server_module
 from entrepot.web.http import FileResponse, Request, Response
 from entrepot.web.server import HttpServer
 
@@ -358,6 +359,43 @@ async def test_a_request_body_is_consumed_and_the_next_request_answered() -> Non
         bodies = [(await client.reply()).body for _ in range(3)]
     assert bodies == [b"GET /a\n", b"GET /b\n", b"GET /c\n"]
     assert app.paths == ["/a", "/b", "/c"]
+
+
+async def test_a_request_body_reaches_the_handler_whole() -> None:
+    """POST with Content-Length and chunked: ``request.body`` holds every byte, in order;
+    a bodiless request holds b"" (npm audit posts gzip bodies through the mirror)."""
+    app = RecordingApp()
+    async with serving(app) as site:
+        client = await site.connect()
+        payload = bytes(range(256)) * 300
+        client.send(
+            b"POST /a HTTP/1.1\r\nHost: t\r\nContent-Length: "
+            + str(len(payload)).encode()
+            + b"\r\n\r\n"
+            + payload
+            + b"POST /b HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n" + get("/c")
+        )
+        statuses = [(await client.reply()).status for _ in range(3)]
+    assert statuses == [200, 200, 200]
+    assert [r.body for r in app.requests] == [payload, b"abcde", b""]
+
+
+async def test_a_body_over_the_limit_is_413_and_the_connection_closed() -> None:
+    app = RecordingApp()
+    async with serving(app) as site:
+        client = await site.connect()
+        size = server_module.MAX_BODY + 1
+        client.send(b"PUT /big HTTP/1.1\r\nHost: t\r\nContent-Length: " + str(size).encode())
+        client.send(b"\r\n\r\n")
+        chunk = b"x" * (1 << 20)
+        with contextlib.suppress(ConnectionError):
+            for _ in range(size // len(chunk) + 1):
+                client.send(chunk)
+                await client.writer.drain()
+        reply = parse(await client.rest())
+    assert reply.status == 413
+    assert app.requests == []
 
 
 # -- what handlers see --------------------------------------------------------------------------

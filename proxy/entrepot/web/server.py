@@ -96,6 +96,7 @@ REJECTIONS = {
     400: _plain(b"400 Bad Request", b"malformed HTTP request\n"),
     414: _plain(b"414 URI Too Long", b"request target longer than 8190 bytes\n"),
     431: _plain(b"431 Request Header Fields Too Large", b"request headers too large\n"),
+    413: _plain(b"413 Content Too Large", f"request body larger than {MAX_BODY} bytes\n".encode()),
 }
 
 
