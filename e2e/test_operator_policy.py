@@ -1,8 +1,9 @@
-"""Issue 11, point 3: creating a ModuleMirror must not grant pod creation with any image,
-Secret reads, LoadBalancers, Ingresses for any host or tolerations of everything.
+"""Issue 11, point 3: creating a ModuleMirror (or, issue 12, an NpmMirror) must not grant pod
+creation with any image, Secret reads, LoadBalancers, Ingresses for any host, tolerations of
+everything, or credentials sent to any host.
 
 The chart is installed with helm and a few policy values widened; a ServiceAccount bound only
-to the chart's aggregated `-edit` ClusterRole for ModuleMirrors (no pods, no Secrets) tries
+to the chart's aggregated `-edit` ClusterRole for mirrors (no pods, no Secrets) tries
 what the issue's tenant did, through kubectl impersonation: each attempt is refused at
 admission by the chart's ValidatingAdmissionPolicy with a message that names the chart value
 to change, and a spec within the policy is admitted. Then the operator, run with the chart's
@@ -33,6 +34,7 @@ RELEASE = "entrepot"
 RELEASE_NS = "entrepot-system"
 SA = "entrepot"
 POLICY_NAME = f"{RELEASE_NS}-{RELEASE}-modulemirrors"
+NPM_POLICY_NAME = f"{RELEASE_NS}-{RELEASE}-npmmirrors"
 EDIT_ROLE = f"{RELEASE_NS}-{RELEASE}-edit"
 VIEW_ROLE = f"{RELEASE_NS}-{RELEASE}-view"
 # Widened from the defaults, so that "outside the list" is tested against a real list.
@@ -82,8 +84,21 @@ def mirror(name: str, **spec: Any) -> str:
     return json.dumps(body)
 
 
-def condition(kube: Any, ns: str, name: str, kind: str = "Ready") -> dict[str, Any]:
-    status = get(kube, "modulemirror", name, "-n", ns).get("status", {})
+def npm_mirror(name: str, **spec: Any) -> str:
+    npm = {"upstream": "https://registry.example.com/", **spec.pop("npm", {})}
+    body = {
+        "apiVersion": "entrepot.dev/v1alpha1",
+        "kind": "NpmMirror",
+        "metadata": {"name": name},
+        "spec": {"npm": npm, **spec},
+    }
+    return json.dumps(body)
+
+
+def condition(
+    kube: Any, ns: str, name: str, kind: str = "Ready", resource: str = "modulemirror"
+) -> dict[str, Any]:
+    status = get(kube, resource, name, "-n", ns).get("status", {})
     found = [c for c in status.get("conditions", []) if c["type"] == kind]
     return found[0] if found else {}
 
@@ -120,7 +135,7 @@ def as_tenant(kube: Any, user: str, ns: str, body: str) -> subprocess.CompletedP
     return kube("apply", "-n", ns, f"--as={user}", "-f", "-", input=body, check=False)
 
 
-def refused(kube: Any, user: str, ns: str, body: str) -> str:
+def refused(kube: Any, user: str, ns: str, body: str, policy: str = POLICY_NAME) -> str:
     """Apply as the tenant; the admission policy's message (it may take a moment to load)."""
 
     def denied() -> str:
@@ -131,7 +146,7 @@ def refused(kube: Any, user: str, ns: str, body: str) -> str:
         return done.stderr
 
     message: str = wait(denied, 30, "refused at admission")
-    assert f"ValidatingAdmissionPolicy '{POLICY_NAME}'" in message, message
+    assert f"ValidatingAdmissionPolicy '{policy}'" in message, message
     return message
 
 
@@ -142,6 +157,8 @@ def test_the_tenant_may_create_mirrors_and_nothing_else(kube: Any, tenant: tuple
         ("update", "modulemirrors.entrepot.dev"),
         ("delete", "modulemirrors.entrepot.dev"),
         ("get", "modulemirrors.entrepot.dev"),
+        ("create", "npmmirrors.entrepot.dev"),
+        ("delete", "npmmirrors.entrepot.dev"),
     ]:
         assert can_i(kube, user, ns, verb, resource), (verb, resource)
     for verb, resource in [
@@ -152,14 +169,16 @@ def test_the_tenant_may_create_mirrors_and_nothing_else(kube: Any, tenant: tuple
         ("create", "services"),
         ("create", "ingresses.networking.k8s.io"),
         ("patch", "modulemirrors.entrepot.dev/status"),
+        ("patch", "npmmirrors.entrepot.dev/status"),
     ]:
         assert not can_i(kube, user, ns, verb, resource), (verb, resource)
 
     # The same rules reach the built-in roles through aggregation.
     def aggregated(role: str, verb: str) -> bool:
         rules = get(kube, "clusterrole", role).get("rules") or []
-        return any(
-            "modulemirrors" in r.get("resources", []) and verb in r.get("verbs", []) for r in rules
+        return all(
+            any(plural in r.get("resources", []) and verb in r.get("verbs", []) for r in rules)
+            for plural in ("modulemirrors", "npmmirrors")
         )
 
     wait(lambda: aggregated("edit", "create"), 30, "edit aggregates ModuleMirrors")
@@ -239,6 +258,60 @@ def test_each_escalation_is_refused_at_admission(
     assert kube("get", "modulemirror", "greedy", "-n", ns, check=False).returncode != 0
 
 
+@pytest.mark.parametrize(
+    ("spec", "messages"),
+    [
+        (
+            {"npm": {"credentials": {"tokenSecret": {"secretName": "db-password", "key": "p"}}}},
+            [
+                "Secrets an NpmMirror names must match ^entrepot- (chart value"
+                " policy.secretNamePattern); not allowed: db-password",
+                # and the token would go to the upstream's host, which is not listed
+                "spec.npm.upstream host registry.example.com is not allowed: bearer tokens may"
+                " go to proxy.example.com (chart value policy.bearerTokenHosts)",
+            ],
+        ),
+        (
+            {
+                "npm": {
+                    "upstream": "https://Attacker.example.org/npm/",
+                    "credentials": {"npmrcSecret": {"secretName": "entrepot-npmrc", "key": "rc"}},
+                }
+            },
+            ["spec.npm.upstream host attacker.example.org is not allowed"],
+        ),
+        (
+            {"image": "evil.example.com/any/image:1", "service": {"type": "LoadBalancer"}},
+            ["spec.image evil.example.com/any/image:1", "spec.service.type LoadBalancer"],
+        ),
+    ],
+    ids=["secret-and-token-host", "npmrc-host", "image-and-service"],
+)
+def test_each_npm_escalation_is_refused_at_admission(
+    kube: Any, tenant: tuple[str, str], spec: dict[str, Any], messages: list[str]
+) -> None:
+    ns, user = tenant
+    message = refused(kube, user, ns, npm_mirror("greedy", **spec), NPM_POLICY_NAME)
+    for expected in messages:
+        assert expected in message, message
+    assert kube("get", "npmmirror", "greedy", "-n", ns, check=False).returncode != 0
+    # Without credentials, any upstream: nothing of the namespace goes there.
+    done = as_tenant(
+        kube, user, ns, npm_mirror("plain", npm={"upstream": "https://a.example.org/"})
+    )
+    assert done.returncode == 0, done.stderr
+
+
+NPM_ALLOWED = {
+    "npm": {
+        "upstream": "https://proxy.example.com/npm/",
+        "credentials": {"tokenSecret": {"secretName": "entrepot-npm", "key": "token"}},
+    },
+    "ingress": {"host": "npm.mirrors.example.com"},
+    "storage": {"emptyDir": {}},
+}
+
+
 ISSUE_SPEC = {
     "image": "evil.example.com/any/image:1",
     "credentials": {"netrc": {"secretName": "db-password", "key": "password"}},
@@ -304,6 +377,13 @@ def test_the_operator_runs_with_the_charts_policy(
         wait(lambda: "fits this operator; policy: Policy(" in log.read_text(), 60, "started")
         as_tenant(kube, user, ns, mirror("fits", **ALLOWED_SPEC))
         wait(lambda: condition(kube, ns, "fits").get("status") == "True", 60, "fits Ready")
+        done = as_tenant(kube, user, ns, npm_mirror("npm-fits", **NPM_ALLOWED))
+        assert done.returncode == 0, done.stderr
+        wait(
+            lambda: condition(kube, ns, "npm-fits", resource="npmmirror").get("status") == "True",
+            60,
+            "the NpmMirror Ready",
+        )
 
         binding = get(kube, "validatingadmissionpolicybinding", POLICY_NAME)
         kube("delete", "validatingadmissionpolicybinding", POLICY_NAME)

@@ -1,6 +1,8 @@
 """Admission on the real API server (issue 11, point 6): a spec the operator could not carry
 out is refused when it is written, with a message that says what is wrong, instead of being
-admitted and then stuck. The CRD is the chart's (helm/entrepot/crds/); no operator runs here.
+admitted and then stuck. The CRDs are the chart's (helm/entrepot/crds/); no operator runs here.
+The rules on what both kinds share (scheduling, resources, storage, names) are checked on
+both, ModuleMirror and NpmMirror.
 
 Each refusal is also checked against the operator's own model: the API server (CEL) and
 pydantic give the same message for the same spec.
@@ -20,21 +22,24 @@ import pytest
 from pydantic import ValidationError
 
 from entrepot_operator.api import ModuleMirrorSpec, check_mirror_name
+from entrepot_operator.kinds import BY_KIND
 
 ROOT = Path(__file__).resolve().parents[1]
-CRD = ROOT / "helm" / "entrepot" / "crds" / "entrepot.dev_modulemirrors.yaml"
+CRDS = ROOT / "helm" / "entrepot" / "crds"
 Kube = Callable[..., subprocess.CompletedProcess[str]]
+KINDS = ["ModuleMirror", "NpmMirror"]
 
 
 @pytest.fixture(scope="module")
 def crd(kube: Kube) -> None:
-    """The chart's CRD, as helm installs it (the same file), established."""
-    kube("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    """The chart's CRDs, as helm installs them (the same files), established."""
+    kube("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
     kube(
         "wait",
         "--for=condition=Established",
         "--timeout=60s",
         "crd/modulemirrors.entrepot.dev",
+        "crd/npmmirrors.entrepot.dev",
     )
 
 
@@ -46,12 +51,17 @@ def ns(kube: Kube, crd: None) -> Iterator[str]:
     kube("delete", "namespace", name, "--wait=false")
 
 
-def mirror(name: str, **spec: Any) -> dict[str, Any]:
+def mirror(name: str, kind: str = "ModuleMirror", **spec: Any) -> dict[str, Any]:
+    protocol = (
+        {"go": {"proxy": "https://proxy.example.com,direct"}}
+        if kind == "ModuleMirror"
+        else {"npm": {"upstream": "https://registry.example.com/"}}
+    )
     return {
         "apiVersion": "entrepot.dev/v1alpha1",
-        "kind": "ModuleMirror",
+        "kind": kind,
         "metadata": {"name": name},
-        "spec": {"go": {"proxy": "https://proxy.example.com,direct"}, **spec},
+        "spec": {**protocol, **spec},
     }
 
 
@@ -68,7 +78,7 @@ HOST = "must be a DNS host name such as mirror.example.com, or *.example.com for
 SECRET = "must be a Secret name: lower case letters, digits, '-' and '.'"
 QUANTITY = "must be a quantity such as 500m, 2, 512Mi or 1Gi"
 SIZE = "must be a positive size such as 10Gi"
-NAME = "a ModuleMirror's name is also its Service's name and a label value: at most 63"
+NAME = "a mirror's name is also its Service's name and a label value: at most 63"
 
 # (name, spec, the API server's message, the model's message when it differs)
 BAD: list[tuple[str, dict[str, Any], str, str | None]] = [
@@ -145,24 +155,39 @@ BAD: list[tuple[str, dict[str, Any], str, str | None]] = [
 ]
 
 
-def model_check(name: str, spec: dict[str, Any]) -> None:
+def model_check(name: str, spec: dict[str, Any], kind: str = "ModuleMirror") -> None:
     """What the operator checks when it reads a mirror."""
     check_mirror_name(name)
-    ModuleMirrorSpec.model_validate(spec)
+    BY_KIND[kind].parse(spec)
 
 
-@pytest.mark.parametrize(
-    "case", BAD, ids=[f"{i}-{next(iter(s), 'name')}" for i, (_, s, _, _) in enumerate(BAD)]
+# Cases of one kind only; the others hold for both.
+OWN = {
+    ("ModuleMirror", "credentials"),
+    ("NpmMirror", "npm"),
+}
+NPM_TOKEN = {"tokenSecret": {"secretName": "Token", "key": "token"}}
+BAD.append(
+    ("bad", {"npm": {"upstream": "https://r.example.com/", "credentials": NPM_TOKEN}}, SECRET, None)
 )
+CASES = [
+    pytest.param(kind, case, id=f"{kind}-{i}-{next(iter(case[1]), 'name')}")
+    for kind in KINDS
+    for i, case in enumerate(BAD)
+    if next(iter(case[1]), "") not in ("credentials", "npm") or (kind, next(iter(case[1]))) in OWN
+]
+
+
+@pytest.mark.parametrize(("kind", "case"), CASES)
 def test_specs_that_would_be_stuck_are_refused_at_admission(
-    kube: Kube, ns: str, case: tuple[str, dict[str, Any], str, str | None]
+    kube: Kube, ns: str, kind: str, case: tuple[str, dict[str, Any], str, str | None]
 ) -> None:
     name, spec, message, model_message = case
-    body = mirror(name, **spec)
+    body = mirror(name, kind, **spec)
     refused(apply(kube, ns, body), message)
     # The operator's model refuses the same spec, with the same words where it can.
     with pytest.raises((ValidationError, ValueError)) as model:
-        model_check(name, body["spec"])
+        model_check(name, body["spec"], kind)
     assert (model_message or message) in str(model.value)
 
 
@@ -263,9 +288,16 @@ def test_the_deletion_policy_defaults_to_retain(kube: Kube, ns: str) -> None:
     assert stored["spec"]["storage"]["deletionPolicy"] == "Retain"
 
 
-def test_immutable_storage_fields_cannot_change_on_an_existing_mirror(kube: Kube, ns: str) -> None:
+@pytest.mark.parametrize("kind", KINDS)
+def test_immutable_storage_fields_cannot_change_on_an_existing_mirror(
+    kube: Kube, ns: str, kind: str
+) -> None:
     """The trap of the issue: told to set ReadWriteMany for replicas: 3, a user changed an
     existing mirror, and the PVC update failed forever while the mirror said Ready."""
+
+    def mirror(name: str, **spec: Any) -> dict[str, Any]:
+        return globals()["mirror"](name, kind, **spec)
+
     done = apply(kube, ns, mirror("cache", storage={"size": "10Gi"}))
     assert done.returncode == 0, done.stderr
     refused(
@@ -280,12 +312,12 @@ def test_immutable_storage_fields_cannot_change_on_an_existing_mirror(kube: Kube
             ),
         ),
         "storage.accessMode cannot change on an existing mirror (the PVC's access mode is"
-        " immutable): create a new ModuleMirror with the new mode and delete this one",
+        " immutable): create a new mirror with the new mode and delete this one",
     )
     refused(
         apply(kube, ns, mirror("cache", storage={"storageClassName": "standard"})),
         "storage.storageClassName cannot change on an existing mirror (the PVC's class is"
-        " immutable): create a new ModuleMirror",
+        " immutable): create a new mirror",
     )
     refused(
         apply(kube, ns, mirror("cache", storage={"emptyDir": {}})),
@@ -303,7 +335,7 @@ def test_immutable_storage_fields_cannot_change_on_an_existing_mirror(kube: Kube
         apply(kube, ns, mirror("cache", storage={"size": "15Gi"})),
         "storage.size cannot decrease",
     )
-    stored = json.loads(kube("get", "modulemirror", "cache", "-n", ns, "-o", "json").stdout)
+    stored = json.loads(kube("get", kind.lower(), "cache", "-n", ns, "-o", "json").stdout)
     assert stored["spec"]["storage"]["size"] == "20Gi"
     assert stored["spec"]["storage"]["accessMode"] == "ReadWriteOnce"
 

@@ -1,13 +1,14 @@
-"""The ModuleMirror API (entrepot.dev/v1alpha1), as pydantic models.
+"""The ModuleMirror and NpmMirror APIs (entrepot.dev/v1alpha1), as pydantic models.
 
-The Go settings of a mirror are the server's own configuration models (entrepot.config:
-Route, GoCache, the proxy chain), so the CRD schema, the rendered config file and the
-server's parsing all come from one definition. Kubernetes-only parts (storage, service,
-scheduling, credentials as Secret references) are defined here. Fields for features that do
-not exist yet are added with those features.
+The protocol settings of a mirror are the server's own configuration models (entrepot.config:
+Route, GoCache and the proxy chain for Go; NpmCache, NpmPolicy and the limits for npm), so the
+CRD schema, the rendered config file and the server's parsing all come from one definition.
+Kubernetes-only parts (storage, service, scheduling, credentials as Secret references) are
+defined here once, in MirrorSpec, which both kinds extend. Fields for features that do not
+exist yet are added with those features.
 
 What the API server would refuse on a child (a Service named `my.mirror`, `cpu: lots` in a
-pod, a PVC whose class changes) is refused on the ModuleMirror itself, at admission: each
+pod, a PVC whose class changes) is refused on the mirror itself, at admission: each
 rule is written once here and checked twice, by pydantic when the operator reads a spec and
 as CEL by the API server (`Checked` for a field, the `*_RULES` lists for an object). Rules
 that compare with the previous spec (`oldSelf`) exist only as CEL.
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any, Literal, cast
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -43,6 +45,9 @@ from entrepot.config import (
     GoCache,
     GoSettings,
     Limits,
+    NpmCache,
+    NpmPolicy,
+    NpmSettings,
     Route,
     StatsSettings,
     SumdbSettings,
@@ -50,6 +55,7 @@ from entrepot.config import (
     _check_key,
     _check_patterns,
     _check_proxy_list,
+    _check_registry_url,
     check_distinct_names,
     check_no_sum,
 )
@@ -247,14 +253,23 @@ class Credentials(_Spec):
     )
 
 
-def _same(model: type[BaseModel], name: str, *, description: str | None = None) -> Any:
+def _same(
+    model: type[BaseModel],
+    name: str,
+    *,
+    description: str | None = None,
+    schema: dict[str, JsonValue] | None = None,
+) -> Any:
     """The server's own definition of a field (default, bounds, description): one source.
 
     ``description`` replaces the server's text where a field means the same but the CRD names
-    its neighbours differently (a Secret reference instead of a file path)."""
+    its neighbours differently (a Secret reference instead of a file path); ``schema`` adds
+    what the API server checks itself (a pattern the server's validator enforces too)."""
     field = copy.copy(model.model_fields[name])
     if description is not None:
         field.description = description
+    if schema is not None:
+        field.json_schema_extra = schema
     return field
 
 
@@ -394,7 +409,7 @@ class Storage(_Spec):
     deletion_policy: Literal["Retain", "Delete"] = Field(
         default="Retain",
         description=(
-            "What happens to the cache volume (PVC) when the ModuleMirror is deleted: Retain"
+            "What happens to the cache volume (PVC) when the mirror is deleted: Retain"
             " keeps it (a mirror created again with the same name and namespace adopts it);"
             " Delete removes it with the mirror."
         ),
@@ -414,11 +429,11 @@ class Ingress(_Spec):
     tls_secret_name: SecretName | None = Field(default=None, description="TLS Secret for the host.")
 
 
-# A database URL in the spec is readable by everyone who can read the ModuleMirror: its
+# A database URL in the spec is readable by everyone who can read the mirror: its
 # password must come from a Secret (passwordSecret), never from the URL.
 DATABASE_URL_PATTERN = r"^[a-z][a-z0-9+]*://([^:@/]*@)?[^@]*$"
 PASSWORD_IN_URL = (
-    "stats.database must not hold a password (anyone who can read the ModuleMirror would see"
+    "stats.database must not hold a password (anyone who can read the mirror would see"
     " it): put it in a Secret and name it in stats.passwordSecret"
 )
 
@@ -470,7 +485,7 @@ class Monitoring(_Spec):
 
 # --- Scheduling and resources: the pod spec's own types (core/v1) ---------------------------
 # Typed as controller-gen writes them, plus the enums and cross-field rules the API server
-# checks on a pod: a spec it would refuse in the Deployment is refused in the ModuleMirror,
+# checks on a pod: a spec it would refuse in the Deployment is refused in the mirror,
 # instead of being admitted and then stuck. Each is kept as the dict the user wrote (AsDict).
 
 
@@ -693,8 +708,20 @@ class TopologySpreadConstraint(_Spec):
         return self
 
 
-class ModuleMirrorSpec(_Spec):
-    """A Go module mirror: a Deployment of `entrepot serve`, its Service, cache and config."""
+@dataclass(frozen=True)
+class SecretFile:
+    """A Secret key a spec mounts into the mirror's pods: ``file`` under SECRETS_DIR (the
+    name the rendered config points the server at), ``field`` where the spec names it."""
+
+    field: str
+    ref: SecretKeyRef
+    file: str
+
+
+class MirrorSpec(_Spec):
+    """What every mirror has, whatever it serves: a Deployment of `entrepot serve`, its
+    Service, cache volume, scheduling, monitoring and statistics. The kinds add their
+    protocol's settings (ModuleMirrorSpec.go, NpmMirrorSpec.npm)."""
 
     replicas: int = Field(default=1, ge=1, le=50, description="Mirror pods.")
     image: str | None = Field(
@@ -706,9 +733,7 @@ class ModuleMirrorSpec(_Spec):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="The server's log level."
     )
-    go: GoSpec
     limits: Limits = Field(default_factory=Limits)
-    credentials: Credentials = Field(default_factory=Credentials)
     storage: Storage = Field(default_factory=Storage)
     service: Service = Field(default_factory=Service)
     ingress: Ingress | None = Field(default=None, description="Expose through an Ingress.")
@@ -730,7 +755,7 @@ class ModuleMirrorSpec(_Spec):
     ) = Field(default=None, max_length=16, description="Pod topologySpreadConstraints.")
 
     @model_validator(mode="after")
-    def _shared_cache(self) -> ModuleMirrorSpec:
+    def _shared_cache(self) -> MirrorSpec:
         if (
             self.replicas > 1
             and self.storage.empty_dir is None
@@ -741,17 +766,177 @@ class ModuleMirrorSpec(_Spec):
             raise ValueError(REPLICAS_NEED_A_STATS_DATABASE)
         return self
 
+    def protocol_secret_files(self) -> list[SecretFile]:
+        """The Secret keys of the kind's own settings (credentials, keys)."""
+        return []
+
+    def secret_files(self) -> list[SecretFile]:
+        """Every Secret key mounted into the pods, in a fixed order (the pod template's)."""
+        files = self.protocol_secret_files()
+        if self.stats.password_secret is not None:
+            files.append(
+                SecretFile(
+                    "spec.stats.passwordSecret", self.stats.password_secret, "stats-password"
+                )
+            )
+        return files
+
+    def token_hosts(self) -> list[tuple[str, str]]:
+        """(field, host): the hosts the mirror sends credentials from a Secret to."""
+        return []
+
+
+class ModuleMirrorSpec(MirrorSpec):
+    """A Go module mirror: a Deployment of `entrepot serve`, its Service, cache and config."""
+
+    go: GoSpec
+    credentials: Credentials = Field(default_factory=Credentials)
+
+    def protocol_secret_files(self) -> list[SecretFile]:
+        creds = self.credentials
+        files: list[SecretFile] = []
+        for field, ref, file in (
+            ("spec.credentials.netrc", creds.netrc, "netrc"),
+            ("spec.credentials.gitConfig", creds.git_config, "gitconfig"),
+            ("spec.credentials.gitCredentials", creds.git_credentials, "git-credentials"),
+        ):
+            if ref is not None:
+                files.append(SecretFile(field, ref, file))
+        for i, token in enumerate(creds.bearer_tokens):
+            files.append(SecretFile(f"spec.credentials.bearerTokens[{i}]", token, f"token-{i}"))
+        for i, db in enumerate(self.go.sumdb.databases or []):
+            if db.key_secret is not None:
+                field = f"spec.go.sumdb.databases[{i}].keySecret"
+                files.append(SecretFile(field, db.key_secret, f"sumdb-key-{i}"))
+        return files
+
+    def token_hosts(self) -> list[tuple[str, str]]:
+        return [
+            (f"spec.credentials.bearerTokens[{i}].host", t.host)
+            for i, t in enumerate(self.credentials.bearer_tokens)
+        ]
+
+
+REGISTRY_URL_PATTERN = r"^https?://[^/?#@\s]+(/[^?#\s]*)?$"
+
+
+class NpmCredentials(_Spec):
+    """Upstream credentials from Secrets, mounted into the mirror's pods as files (the server's
+    `npm.credentials`). The operator never reads their contents; the server never logs them."""
+
+    token_secret: SecretKeyRef | None = Field(
+        default=None,
+        description=(
+            "A Secret key holding a bearer token sent to the upstream registry only (the"
+            " server's npm.credentials.token_file)."
+        ),
+    )
+    npmrc_secret: SecretKeyRef | None = Field(
+        default=None,
+        description=(
+            "A Secret key holding an .npmrc whose '//host/path/:_authToken' or ':_auth' line"
+            " for the upstream is used (the server's npm.credentials.npmrc_file)."
+        ),
+    )
+
+
+WILDCARD_NEEDS_PUBLIC_URL = (
+    "an Ingress for a wildcard host cannot name the registry's URL: set npm.publicUrl"
+    " (tarball URLs are written under it)"
+)
+
+
+class NpmSpec(_Spec):
+    """The npm registry mirror: the same settings as the server's `npm` section, served at the
+    mirror's root."""
+
+    upstream: str = Field(
+        description=(
+            "The upstream registry URL (a '/' is added at the end if missing), e.g."
+            " 'https://registry.example.com/'."
+        ),
+        json_schema_extra={"pattern": REGISTRY_URL_PATTERN},
+    )
+    public_url: str | None = _same(
+        NpmSettings,
+        "public_url",
+        description=(
+            "The registry URL clients use, under which tarball URLs are written. Unset: the"
+            " Ingress URL when spec.ingress is set (https with tlsSecretName), else the"
+            " Service URL http://NAME.NAMESPACE.svc:PORT/."
+        ),
+        schema={"pattern": REGISTRY_URL_PATTERN},
+    )
+    credentials: NpmCredentials = Field(default_factory=NpmCredentials)
+    cache: NpmCache = Field(default_factory=NpmCache)
+    policy: NpmPolicy = Field(default_factory=NpmPolicy)
+    upstream_timeout: Duration = _same(NpmSettings, "upstream_timeout")
+    tarball_deadline: Duration = _same(NpmSettings, "tarball_deadline")
+    min_transfer_rate: int = _same(NpmSettings, "min_transfer_rate")
+    max_packument_bytes: int = _same(NpmSettings, "max_packument_bytes")
+    max_tarball_bytes: int = _same(NpmSettings, "max_tarball_bytes")
+
+    _urls = field_validator("upstream", "public_url")(
+        classmethod(lambda cls, v: _check_registry_url(v))
+    )
+
+
+class NpmMirrorSpec(MirrorSpec):
+    """An npm registry mirror: a Deployment of `entrepot serve` serving npm at its root."""
+
+    npm: NpmSpec
+
+    @model_validator(mode="after")
+    def _public_url(self) -> NpmMirrorSpec:
+        if (
+            self.ingress is not None
+            and self.ingress.host.startswith("*.")
+            and self.npm.public_url is None
+        ):
+            raise ValueError(WILDCARD_NEEDS_PUBLIC_URL)
+        return self
+
+    def protocol_secret_files(self) -> list[SecretFile]:
+        creds = self.npm.credentials
+        files: list[SecretFile] = []
+        if creds.token_secret is not None:
+            files.append(
+                SecretFile("spec.npm.credentials.tokenSecret", creds.token_secret, "npm-token")
+            )
+        if creds.npmrc_secret is not None:
+            files.append(
+                SecretFile("spec.npm.credentials.npmrcSecret", creds.npmrc_secret, "npmrc")
+            )
+        return files
+
+    def token_hosts(self) -> list[tuple[str, str]]:
+        """With credentials, the upstream's host receives them (the token, or the .npmrc's
+        line for it): where the spec's author points the upstream, the Secret goes."""
+        creds = self.npm.credentials
+        if creds.token_secret is None and creds.npmrc_secret is None:
+            return []
+        return [("spec.npm.upstream host", urlsplit(self.npm.upstream).hostname or "")]
+
 
 REPLICAS_NEED_SHARED_STORAGE = (
     "replicas > 1 needs a shared cache: set storage.accessMode: ReadWriteMany"
     " (a ReadWriteOnce volume can be mounted by one node only), or use storage.emptyDir;"
-    " on an existing mirror neither can change: create a new ModuleMirror"
+    " on an existing mirror neither can change: create a new mirror"
 )
 
 REPLICAS_NEED_A_STATS_DATABASE = (
     "replicas > 1 counts downloads in one shared database: set stats.database (PostgreSQL),"
     " or stats.enabled: false (an SQLite file cannot be shared by pods)"
 )
+
+NPM_SPEC_RULES = [
+    {
+        "rule": "!has(self.ingress) || !self.ingress.host.startsWith('*.')"
+        " || has(self.npm.publicUrl)",
+        "message": WILDCARD_NEEDS_PUBLIC_URL,
+        "fieldPath": ".npm.publicUrl",
+    }
+]
 
 # Cross-field rules the API server checks itself (CEL), so a bad spec never reaches us.
 SPEC_RULES = [
@@ -790,7 +975,7 @@ ROUTE_RULES = [
 def _storage_fixed(field: str, what: str, new: str) -> str:
     return (
         f"storage.{field} cannot change on an existing mirror ({what}): create a new"
-        f" ModuleMirror with the new {new} and delete this one"
+        f" mirror with the new {new} and delete this one"
     )
 
 
@@ -801,7 +986,7 @@ VOLUME_KIND_FIXED = _storage_fixed(
 )
 SIZE_SHRINKS = (
     "storage.size cannot decrease (a PVC cannot shrink): keep the size, or create a new"
-    " ModuleMirror with the smaller size and delete this one"
+    " mirror with the smaller size and delete this one"
 )
 _PVC_BOTH = "has(self.emptyDir) || has(oldSelf.emptyDir) || "
 STORAGE_RULES = [
@@ -834,7 +1019,7 @@ STORAGE_RULES = [
 
 # The name becomes the Service's name and the value of the instance label.
 BAD_NAME = (
-    "a ModuleMirror's name is also its Service's name and a label value: at most 63"
+    "a mirror's name is also its Service's name and a label value: at most 63"
     " characters, lower case letters, digits and '-', starting with a letter and ending with"
     " a letter or digit (a DNS-1035 label, no dots), such as 'go-mirror'"
 )
@@ -849,7 +1034,7 @@ NAME_RULES = [
 
 
 def check_mirror_name(name: str) -> str:
-    """The NAME_RULES check, for a ModuleMirror the operator reads."""
+    """The NAME_RULES check, for a mirror the operator reads."""
     if len(name) > 63 or re.fullmatch(DNS_LABEL_PATTERN, name) is None:
         raise ValueError(BAD_NAME)
     return name
@@ -870,12 +1055,17 @@ class Condition(BaseModel):
     last_transition_time: str | None = None
 
 
-class ModuleMirrorStatus(BaseModel):
+class MirrorStatus(BaseModel):
+    """The status of either kind (the CRD gives url the kind's own description)."""
+
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
     observed_generation: int | None = None
     replicas: int | None = None
     ready_replicas: int | None = None
-    url: str | None = Field(default=None, description="Put this in GOPROXY.")
+    url: str | None = Field(default=None, description="The mirror's URL.")
     config_hash: str | None = None
     conditions: list[Condition] = Field(default_factory=list)
+
+
+ModuleMirrorStatus = MirrorStatus

@@ -127,7 +127,7 @@ class Applier:
         return applied, changed
 
     def delete_if_owned(self, kind: str, name: str, namespace: str, owner_uid: str) -> bool:
-        """Delete a child the spec no longer wants, only if this ModuleMirror owns it. A child
+        """Delete a child the spec no longer wants, only if this mirror owns it. A child
         found absent is remembered so until a watch event shows one (no request per
         reconcile for each kind a mirror does not have)."""
         key = (kind, namespace, name)

@@ -10,10 +10,12 @@ from collections.abc import Sequence
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="entrepot-operator", description="ModuleMirror resources become Go module mirrors."
+        prog="entrepot-operator",
+        description="ModuleMirror and NpmMirror resources become Go module and npm mirrors.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("crds", help="print the CustomResourceDefinitions (YAML)")
+    crds = commands.add_parser("crds", help="print the CustomResourceDefinitions (YAML)")
+    crds.add_argument("--out", default=None, help="write one file per CRD into this folder instead")
     boards = commands.add_parser("dashboards", help="write the Grafana dashboards (JSON)")
     boards.add_argument("--out", required=True, help="folder for the JSON files")
     run = commands.add_parser("run", help="run the operator against the current kubeconfig")
@@ -25,9 +27,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.command == "crds":
-        from entrepot_operator.crd import crd_yaml
+        from entrepot_operator.crd import all_crds_yaml, crd_yaml, file_name
+        from entrepot_operator.kinds import KINDS
 
-        sys.stdout.write(crd_yaml())
+        if args.out is None:
+            sys.stdout.write(all_crds_yaml())
+            return 0
+        from pathlib import Path
+
+        for kind in KINDS:
+            path = Path(args.out) / file_name(kind)
+            path.write_text(crd_yaml(kind))
+            sys.stdout.write(f"{path}\n")
         return 0
     if args.command == "dashboards":
         from pathlib import Path

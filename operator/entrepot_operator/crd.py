@@ -1,4 +1,5 @@
-"""The CustomResourceDefinition, generated from the API models (crds/ holds the output).
+"""The CustomResourceDefinitions, one per kind (kinds.py), generated from the API models
+(crds/ holds the output).
 
 pydantic's JSON Schema becomes a Kubernetes *structural* OpenAPI v3 schema: references are
 inlined, ``Optional`` becomes ``nullable``, ``int | str`` becomes
@@ -13,21 +14,31 @@ from typing import Any
 
 import yaml
 
-from entrepot.config import DURATION_PATTERN, format_duration
+from entrepot.config import _BLOCK_ENTRY, _NAME_GLOB, DURATION_PATTERN, format_duration
 from entrepot_operator import GROUP, VERSION
 from entrepot_operator.api import (
     DATABASE_RULES,
     NAME_RULES,
+    NPM_SPEC_RULES,
     ROUTE_RULES,
     SPEC_RULES,
     STATS_RULES,
     STORAGE_RULES,
-    ModuleMirrorSpec,
-    ModuleMirrorStatus,
+    MirrorStatus,
 )
+from entrepot_operator.kinds import KINDS, MODULE_MIRROR, NPM_MIRROR, MirrorKind
 
-PLURAL, KIND = "modulemirrors", "ModuleMirror"
+PLURAL, KIND = MODULE_MIRROR.plural, MODULE_MIRROR.kind
 NAME = f"{PLURAL}.{GROUP}"
+
+
+def crd_name(kind: MirrorKind) -> str:
+    return f"{kind.plural}.{GROUP}"
+
+
+def file_name(kind: MirrorKind) -> str:
+    """The CRD's file in crds/ and helm/entrepot/crds/."""
+    return f"{GROUP}_{kind.plural}.yaml"
 
 
 def structural(schema: dict[str, Any]) -> dict[str, Any]:
@@ -97,35 +108,94 @@ def structural(schema: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _spec_schema() -> dict[str, Any]:
-    schema = structural(ModuleMirrorSpec.model_json_schema(by_alias=True))
-    schema["x-kubernetes-validations"] = SPEC_RULES
+def _spec_schema(kind: MirrorKind) -> dict[str, Any]:
+    schema = structural(kind.spec.model_json_schema(by_alias=True))
+    schema["x-kubernetes-validations"] = list(SPEC_RULES)
+    schema["properties"]["stats"]["x-kubernetes-validations"] = STATS_RULES
+    schema["properties"]["storage"]["x-kubernetes-validations"] = STORAGE_RULES
+    if kind is MODULE_MIRROR:
+        _go_rules(schema)
+    elif kind is NPM_MIRROR:
+        schema["x-kubernetes-validations"] += NPM_SPEC_RULES
+        _npm_rules(schema)
+    return schema
+
+
+NPM_LIST_BOUNDS = {"maxItems": 1024}
+NPM_NAME_BOUNDS = {"type": "string", "maxLength": 256}
+
+
+def _npm_rules(schema: dict[str, Any]) -> None:
+    """The policy's name patterns, checked by the API server as the server's model checks
+    them (entrepot.config._check_name_globs), with its words; bounded for CEL's cost limit."""
+    policy = schema["properties"]["npm"]["properties"]["policy"]["properties"]
+    for field, (pattern, shape) in {
+        "minReleaseAgeExempt": (_NAME_GLOB.pattern, "'name' or '@scope/*'"),
+        "private": (_NAME_GLOB.pattern, "'name' or '@scope/*'"),
+        "blocked": (_BLOCK_ENTRY.pattern, "'name', '@scope/*' or 'name@1.2.3'"),
+    }.items():
+        policy[field].update(NPM_LIST_BOUNDS)
+        policy[field]["items"] = dict(NPM_NAME_BOUNDS)
+        policy[field]["x-kubernetes-validations"] = [
+            {
+                "rule": f"self.all(v, v.matches(r'{pattern}'))",
+                "message": f"every entry must be a package name pattern: use {shape} (lower case)",
+            }
+        ]
+
+
+def _go_rules(schema: dict[str, Any]) -> None:
     route = schema["properties"]["go"]["properties"]["routes"]["items"]
     route["x-kubernetes-validations"] = ROUTE_RULES
     databases = schema["properties"]["go"]["properties"]["sumdb"]["properties"]["databases"]
     databases["items"]["x-kubernetes-validations"] = DATABASE_RULES
-    schema["properties"]["stats"]["x-kubernetes-validations"] = STATS_RULES
-    schema["properties"]["storage"]["x-kubernetes-validations"] = STORAGE_RULES
     # Distinct names, checked by the API server: a list keyed by name.
     databases["x-kubernetes-list-type"] = "map"
     databases["x-kubernetes-list-map-keys"] = ["name"]
-    return schema
 
 
-def _status_schema() -> dict[str, Any]:
-    schema = structural(ModuleMirrorStatus.model_json_schema(by_alias=True))
+def _status_schema(kind: MirrorKind) -> dict[str, Any]:
+    schema = structural(MirrorStatus.model_json_schema(by_alias=True))
+    schema["properties"]["url"]["description"] = kind.url_description
     conditions = schema["properties"]["conditions"]
     conditions["x-kubernetes-list-type"] = "map"
     conditions["x-kubernetes-list-map-keys"] = ["type"]
     return schema
 
 
-def crd() -> dict[str, Any]:
+def _upstream_column(kind: MirrorKind) -> dict[str, Any]:
+    path = ".spec.go.proxy" if kind is MODULE_MIRROR else ".spec.npm.upstream"
+    return {"name": "Upstream", "type": "string", "priority": 1, "jsonPath": path}
+
+
+def crd(kind: MirrorKind = MODULE_MIRROR) -> dict[str, Any]:
+    columns = [
+        {
+            "name": "Ready",
+            "type": "string",
+            "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+        },
+        {"name": "Replicas", "type": "integer", "jsonPath": ".status.readyReplicas"},
+        {
+            "name": "Reason",
+            "type": "string",
+            "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+        },
+        {"name": "URL", "type": "string", "jsonPath": ".status.url"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        {
+            "name": "Message",
+            "type": "string",
+            "priority": 1,  # kubectl get -o wide
+            "jsonPath": '.status.conditions[?(@.type=="Ready")].message',
+        },
+        _upstream_column(kind),
+    ]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {
-            "name": NAME,
+            "name": crd_name(kind),
             "labels": {
                 "app.kubernetes.io/name": "entrepot",
                 "app.kubernetes.io/part-of": "entrepot",
@@ -135,11 +205,11 @@ def crd() -> dict[str, Any]:
             "group": GROUP,
             "scope": "Namespaced",
             "names": {
-                "plural": PLURAL,
-                "singular": "modulemirror",
-                "kind": KIND,
-                "listKind": f"{KIND}List",
-                "shortNames": ["mm"],
+                "plural": kind.plural,
+                "singular": kind.singular,
+                "kind": kind.kind,
+                "listKind": f"{kind.kind}List",
+                "shortNames": list(kind.short_names),
                 "categories": ["entrepot"],
             },
             "versions": [
@@ -148,35 +218,11 @@ def crd() -> dict[str, Any]:
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
-                    "additionalPrinterColumns": [
-                        {
-                            "name": "Ready",
-                            "type": "string",
-                            "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
-                        },
-                        {
-                            "name": "Replicas",
-                            "type": "integer",
-                            "jsonPath": ".status.readyReplicas",
-                        },
-                        {
-                            "name": "Reason",
-                            "type": "string",
-                            "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
-                        },
-                        {"name": "URL", "type": "string", "jsonPath": ".status.url"},
-                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-                        {
-                            "name": "Message",
-                            "type": "string",
-                            "priority": 1,  # kubectl get -o wide
-                            "jsonPath": '.status.conditions[?(@.type=="Ready")].message',
-                        },
-                    ],
+                    "additionalPrinterColumns": columns,
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",
-                            "description": "A Go module mirror (GOPROXY) run by Entrepôt.",
+                            "description": kind.description,
                             "required": ["spec"],
                             # The name, which only a rule on the root can see.
                             "x-kubernetes-validations": NAME_RULES,
@@ -184,8 +230,8 @@ def crd() -> dict[str, Any]:
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},
                                 "metadata": {"type": "object"},
-                                "spec": _spec_schema(),
-                                "status": _status_schema(),
+                                "spec": _spec_schema(kind),
+                                "status": _status_schema(kind),
                             },
                         }
                     },
@@ -195,6 +241,14 @@ def crd() -> dict[str, Any]:
     }
 
 
-def crd_yaml() -> str:
-    header = "# Generated from operator/entrepot_operator/api.py by `entrepot-operator crds`.\n"
-    return header + yaml.safe_dump(crd(), sort_keys=False, width=100, allow_unicode=True)
+def crd_yaml(kind: MirrorKind = MODULE_MIRROR) -> str:
+    header = (
+        "# Generated from operator/entrepot_operator/api.py by"
+        " `entrepot-operator crds --out crds`.\n"
+    )
+    return header + yaml.safe_dump(crd(kind), sort_keys=False, width=100, allow_unicode=True)
+
+
+def all_crds_yaml() -> str:
+    """Every kind's CRD, as one multi-document YAML stream."""
+    return "---\n".join(crd_yaml(kind) for kind in KINDS)

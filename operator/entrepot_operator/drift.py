@@ -68,12 +68,15 @@ def foreign_fields(obj: dict[str, Any]) -> dict[str, list[str]]:
     return found
 
 
-def drift_message(kind: str, name: str, found: dict[str, list[str]]) -> str:
+def drift_message(
+    kind: str, name: str, found: dict[str, list[str]], *, owner: str = "ModuleMirror"
+) -> str:
+    """``owner``: the kind of the mirror (ModuleMirror, NpmMirror)."""
     parts = [
         f"{manager} set {', '.join(sorted(paths))}" for manager, paths in sorted(found.items())
     ]
     return (
-        f"{kind} {name}: {'; '.join(parts)}. Not the ModuleMirror's fields, so not put back:"
+        f"{kind} {name}: {'; '.join(parts)}. Not the {owner}'s fields, so not put back:"
         f" remove them (or delete the {kind}: it is made again), and set what you need in the"
-        " ModuleMirror"
+        f" {owner}"
     )

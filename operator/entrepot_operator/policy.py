@@ -1,10 +1,12 @@
-"""What a ModuleMirror may ask for: the chart's policy, checked again by the operator.
+"""What a mirror (ModuleMirror or NpmMirror) may ask for: the chart's policy, checked again by
+the operator.
 
-Whoever may create a ModuleMirror makes the operator create a Deployment, a Service, a PVC
+Whoever may create a mirror makes the operator create a Deployment, a Service, a PVC
 and maybe an Ingress in that namespace, with the operator's own permissions. Without limits
 that is pod creation with any image, a read of any Secret of the namespace (mounted into that
-image, or sent as a bearer token to a host of the author's choice), a LoadBalancer, an Ingress
-for any host and pods that tolerate every taint. The chart ships a ValidatingAdmissionPolicy
+image, or sent as a bearer token or an npm upstream's credentials to a host of the author's
+choice), a LoadBalancer, an Ingress for any host and pods that tolerate every taint. The
+chart ships a ValidatingAdmissionPolicy
 that refuses such specs at the API server (helm/entrepot/templates/policy.yaml); this module
 holds the same rules for the operator, so a mirror created before the policy, or in a cluster
 without it, is refused too (defence in depth).
@@ -25,7 +27,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from entrepot_operator.api import ModuleMirrorSpec
+from entrepot_operator.api import MirrorSpec
 
 ENV = "ENTREPOT_POLICY"
 ANY_TOLERATION = "*"
@@ -194,26 +196,10 @@ def _name(value: Any) -> str:
     return value if isinstance(value, str) else str(_plain(value).get("name", ""))
 
 
-def secret_references(spec: ModuleMirrorSpec) -> list[tuple[str, str]]:
+def secret_references(spec: MirrorSpec) -> list[tuple[str, str]]:
     """Every Secret the spec names, as (field, name): all the operator would have the
     kubelet mount (or an Ingress controller serve, or the kubelet pull with)."""
-    creds = spec.credentials
-    found: list[tuple[str, str]] = []
-    for field, ref in (
-        ("credentials.netrc", creds.netrc),
-        ("credentials.gitConfig", creds.git_config),
-        ("credentials.gitCredentials", creds.git_credentials),
-        ("stats.passwordSecret", spec.stats.password_secret),
-    ):
-        if ref is not None:
-            found.append((f"spec.{field}.secretName", ref.secret_name))
-    for i, token in enumerate(creds.bearer_tokens):
-        found.append((f"spec.credentials.bearerTokens[{i}].secretName", token.secret_name))
-    for i, db in enumerate(spec.go.sumdb.databases or []):
-        if db.key_secret is not None:
-            found.append(
-                (f"spec.go.sumdb.databases[{i}].keySecret.secretName", db.key_secret.secret_name)
-            )
+    found = [(f"{f.field}.secretName", f.ref.secret_name) for f in spec.secret_files()]
     if spec.ingress is not None and spec.ingress.tls_secret_name:
         found.append(("spec.ingress.tlsSecretName", spec.ingress.tls_secret_name))
     for i, pull in enumerate(spec.image_pull_secrets):
@@ -221,11 +207,18 @@ def secret_references(spec: ModuleMirrorSpec) -> list[tuple[str, str]]:
     return found
 
 
+def _a(kind: str) -> str:
+    """'a ModuleMirror', 'an NpmMirror' (npm is said letter by letter)."""
+    return f"an {kind}" if kind.startswith(("A", "E", "I", "O", "U", "Npm")) else f"a {kind}"
+
+
 def _listed(values: Iterable[str]) -> str:
     return ", ".join(values) or "(none)"
 
 
-def violations(spec: ModuleMirrorSpec, policy: Policy, *, default_image: str) -> list[str]:
+def violations(
+    spec: MirrorSpec, policy: Policy, *, default_image: str, kind: str = "ModuleMirror"
+) -> list[str]:
     """Human messages, one per thing the spec asks for that the policy does not allow.
 
     Each says what was asked, what is allowed, and which chart value would allow more, in the
@@ -292,16 +285,15 @@ def violations(spec: ModuleMirrorSpec, policy: Policy, *, default_image: str) ->
         if bad:
             named = ", ".join(f"{n} ({f})" for f, n in bad)
             found.append(
-                f"Secrets a ModuleMirror names must match {pattern} (chart value"
+                f"Secrets {_a(kind)} names must match {pattern} (chart value"
                 f" policy.secretNamePattern); not allowed: {named}"
             )
     hosts = policy.bearer_token_hosts
     if hosts is not None:
-        for i, token in enumerate(spec.credentials.bearer_tokens):
-            if not host_allowed(token.host, hosts):
+        for field, host in spec.token_hosts():
+            if not host_allowed(host, hosts):
                 found.append(
-                    f"spec.credentials.bearerTokens[{i}].host {token.host} is not allowed:"
-                    f" bearer tokens may go to {_listed(hosts)}"
+                    f"{field} {host} is not allowed: bearer tokens may go to {_listed(hosts)}"
                     " (chart value policy.bearerTokenHosts)"
                 )
     return found

@@ -20,21 +20,22 @@ from typing import Any, Literal
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from entrepot_operator.api import Condition, ModuleMirrorSpec, check_mirror_name
+from entrepot_operator.api import Condition, MirrorSpec, check_mirror_name
 from entrepot_operator.apply import Applier
 from entrepot_operator.drift import drift_message, foreign_fields
+from entrepot_operator.kinds import BY_KIND, MODULE_MIRROR, MirrorKind
 from entrepot_operator.metrics import OperatorMetrics
 from entrepot_operator.policy import Policy, violations
-from entrepot_operator.render import Owner, render_all
-from entrepot_operator.render.configmap import render_configmap
+from entrepot_operator.render import Owner
 from entrepot_operator.render.meta import (
     ADOPT_ANNOTATION,
+    CONFIG_HASH_ANNOTATION,
     MIRROR_ANNOTATION,
+    MIRROR_KIND_ANNOTATION,
     cache_claim_name,
     config_name,
     selector_labels,
 )
-from entrepot_operator.render.service import service_url
 from entrepot_operator.status import (
     compute_status,
     failed_status,
@@ -87,10 +88,11 @@ def claim(current: dict[str, Any] | None, owner: Owner) -> Claim:
     """May this mirror apply over the object that has its child's name? Pure.
 
     Its own (a controller reference with its uid) or nothing there: yes. An object annotated
-    ``entrepot.dev/adopt: <mirror name>`` by its owner, or a cache claim this mirror's name left
-    behind (``storage.deletionPolicy: Retain``, annotated ``entrepot.dev/mirror``): adopted.
-    Anything else (a user's object, a child of another mirror, one being garbage collected):
-    a conflict, never touched."""
+    ``entrepot.dev/adopt: <mirror name>`` by its owner, or a cache claim this mirror's name and
+    kind left behind (``storage.deletionPolicy: Retain``, annotated ``entrepot.dev/mirror`` and
+    ``entrepot.dev/mirror-kind``, absent on a ModuleMirror's older claims): adopted. Anything
+    else (a user's object, a child of another mirror, including the mirror of the other kind
+    with the same name, one being garbage collected): a conflict, never touched."""
     if current is None:
         return "ours"
     meta = current.get("metadata") or {}
@@ -105,6 +107,7 @@ def claim(current: dict[str, Any] | None, owner: Owner) -> Claim:
     if (
         current.get("kind") == "PersistentVolumeClaim"
         and annotations.get(MIRROR_ANNOTATION) == f"{owner.namespace}/{owner.name}"
+        and annotations.get(MIRROR_KIND_ANNOTATION, "ModuleMirror") == owner.kind
     ):
         return "adopt"
     return "conflict"
@@ -113,11 +116,23 @@ def claim(current: dict[str, Any] | None, owner: Owner) -> Claim:
 def conflict_message(kind: str, name: str, owner: Owner, current: dict[str, Any]) -> str:
     refs = (current.get("metadata") or {}).get("ownerReferences") or []
     held = next((r for r in refs if r.get("controller")), None)
-    whose = (
-        f"it belongs to {held.get('kind')} {held.get('name')}"
-        if held is not None
-        else "it was not made by this mirror"
-    )
+    annotations = (current.get("metadata") or {}).get("annotations") or {}
+    made_for = annotations.get(MIRROR_ANNOTATION)
+    other = held.get("kind") if held is not None else None
+    if held is None and made_for == f"{owner.namespace}/{owner.name}":
+        other = annotations.get(MIRROR_KIND_ANNOTATION, "ModuleMirror")
+        whose = f"it is the cache a deleted {other} {owner.name} retained"
+    elif held is not None:
+        whose = f"it belongs to {held.get('kind')} {held.get('name')}"
+    else:
+        whose = "it was not made by this mirror"
+    if other in BY_KIND and other != owner.kind:
+        # A ModuleMirror and an NpmMirror of one name want the same children (kinds.py).
+        return (
+            f"a {kind} named {name} already exists and {whose}; nothing was changed in it."
+            f" A ModuleMirror and an NpmMirror in one namespace need different names (their"
+            f" children are named after them): rename this {owner.kind}"
+        )
     return (
         f"a {kind} named {name} already exists and {whose}; nothing was changed in it."
         f" Rename the mirror, or rename or delete that {kind}, or hand it over with"
@@ -136,14 +151,10 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _owner(body: dict[str, Any]) -> Owner:
-    meta = body["metadata"]
-    return Owner(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
-
-
 def reconcile(
     body: dict[str, Any],
     *,
+    kind: MirrorKind = MODULE_MIRROR,
     applier: Applier,
     image: str,
     metrics: OperatorMetrics,
@@ -151,7 +162,7 @@ def reconcile(
     upgrade_limit: int = 0,
 ) -> Outcome:
     started = time.perf_counter()
-    owner = _owner(body)
+    owner = kind.owner(body)
     generation = int(body["metadata"].get("generation") or 0)
     previous = [
         Condition.model_validate(c)
@@ -160,7 +171,7 @@ def reconcile(
     ]
     try:
         check_mirror_name(owner.name)
-        spec = ModuleMirrorSpec.model_validate(body.get("spec") or {})
+        spec = kind.parse(body.get("spec") or {})
     except ValueError as e:  # a ValidationError too
         message = (
             "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
@@ -172,9 +183,9 @@ def reconcile(
             generation=generation, message=message, previous=previous, now=_now()
         )
         return Outcome(status.model_dump(by_alias=True, exclude_none=True), [], [], message)
-    refused = violations(spec, policy or Policy(), default_image=image)
+    refused = violations(spec, policy or Policy(), default_image=image, kind=kind.kind)
     if refused:
-        refusals = [Failure("ModuleMirror", owner.name, "PolicyViolation", m) for m in refused]
+        refusals = [Failure(kind.kind, owner.name, "PolicyViolation", m) for m in refused]
         metrics.record("invalid", time.perf_counter() - started)
         status = failed_status(
             generation=generation,
@@ -186,7 +197,8 @@ def reconcile(
         )
         return Outcome(status.model_dump(by_alias=True, exclude_none=True), [], [], None, refusals)
     monitors = applier.crd_exists(SERVICE_MONITOR_CRD)
-    children = render_all(spec, owner, image=image, service_monitor_available=monitors)
+    children = kind.render(spec, owner, image=image, service_monitor_available=monitors)
+    config_hash = _config_hash(children["Deployment"])
     queued = None
     if spec.image is None and children["Deployment"] is not None:
         children["Deployment"], queued = _stage(
@@ -195,11 +207,10 @@ def reconcile(
     applied, deleted, failures, deployment = _apply_children(
         children, owner, applier=applier, monitors=monitors
     )
-    _, config_hash = render_configmap(spec, owner)
     status = compute_status(
         generation=generation,
         replicas=spec.replicas,
-        url=service_url(spec, owner),
+        url=kind.url(spec, owner),
         config_hash=config_hash,
         deployment=deployment,
         previous=previous,
@@ -232,6 +243,11 @@ def reconcile(
     )
 
 
+def _config_hash(deployment: dict[str, Any] | None) -> str:
+    template = ((deployment or {}).get("spec") or {}).get("template") or {}
+    return str(((template.get("metadata") or {}).get("annotations") or {})[CONFIG_HASH_ANNOTATION])
+
+
 def _apply_children(
     children: dict[str, dict[str, Any] | None],
     owner: Owner,
@@ -254,17 +270,24 @@ def _apply_children(
                     deleted.append(kind)
                 continue
             if kind == "Deployment" and any(f.kind == "ConfigMap" for f in failures):
+                current = applier.get(kind, name, owner.namespace)
+                if current is not None and claim(current, owner) == "conflict":
+                    message = conflict_message(kind, name, owner, current)
+                    failures.append(Failure(kind, name, "NameConflict", message))
+                    continue  # another's: not this mirror's status either
                 failures.append(
                     Failure(kind, name, "ApplyFailed", "not updated: its ConfigMap failed")
                 )
-                deployment = applier.get(kind, name, owner.namespace)
+                deployment = current
                 continue
             same = applier.unchanged(child)
             if same is not None:  # nothing to do: no request
                 if kind == "Deployment":
                     deployment = same
                 continue
-            if applier.known(kind, owner.namespace, name) is None:
+            if applier.known(kind, owner.namespace, name) is None or _held_by_another(
+                applier.seen(kind, owner.namespace, name), owner
+            ):
                 current = applier.get(kind, name, owner.namespace)
                 verdict = claim(current, owner)
                 if verdict == "conflict" and current is not None:
@@ -285,11 +308,17 @@ def _apply_children(
     return applied, deleted, failures, deployment
 
 
+def _held_by_another(seen: dict[str, Any] | None, owner: Owner) -> bool:
+    """The Applier knows this child's name from another mirror's apply (the other kind's mirror
+    of the same name, whose children have the same names): read and claim it again."""
+    return seen is not None and claim(seen, owner) == "conflict"
+
+
 MAX_PODS_ASKED = 3
 
 
 def _why_not_ready(
-    spec: ModuleMirrorSpec, owner: Owner, applier: Applier, deployment: dict[str, Any] | None
+    spec: MirrorSpec, owner: Owner, applier: Applier, deployment: dict[str, Any] | None
 ) -> tuple[str, str] | None:
     """Only when pods are missing: read the cache claim, the pods and their Events (a few API
     reads), and let status.not_ready_cause name the first real cause."""
@@ -327,7 +356,7 @@ def _pod_ready(pod: dict[str, Any]) -> bool:
 
 def _drift(owner: Owner, deployment: dict[str, Any] | None) -> str | None:
     found = foreign_fields(deployment or {})
-    return drift_message("Deployment", owner.name, found) if found else None
+    return drift_message("Deployment", owner.name, found, owner=owner.kind) if found else None
 
 
 def _stage(

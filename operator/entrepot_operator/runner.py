@@ -1,9 +1,10 @@
 """``entrepot-operator run``: configuration from the environment, checks, leader election, kopf.
 
 Two checks before anything runs, each a clear message and exit status 2: the policy
-(``ENTREPOT_POLICY``, policy.py) must parse, and the ModuleMirror CRD in the cluster must know
-every field this operator's own CRD has (an operator upgraded before its CRD would have the API
-server prune fields it relies on, or refuse status it writes).
+(``ENTREPOT_POLICY``, policy.py) must parse, and the CRD of each kind (ModuleMirror,
+NpmMirror) in the cluster must know every field this operator's own CRD has (an operator
+upgraded before its CRD would have the API server prune fields it relies on, or refuse status
+it writes).
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from prometheus_client import start_http_server
 
 from entrepot_operator import VERSION
 from entrepot_operator.apply import Applier
-from entrepot_operator.crd import NAME as CRD_NAME
-from entrepot_operator.crd import crd
+from entrepot_operator.crd import crd, crd_name
 from entrepot_operator.handlers import Context, build_registry
 from entrepot_operator.health import Health
+from entrepot_operator.kinds import KINDS, MODULE_MIRROR, MirrorKind
 from entrepot_operator.leader import LeaderElector
 from entrepot_operator.metrics import OperatorMetrics
 from entrepot_operator.policy import Policy, PolicyError
@@ -68,24 +69,28 @@ def _missing(wanted: dict[str, Any], installed: dict[str, Any], path: str) -> li
 
 
 def crd_problems(
-    installed: dict[str, Any] | None, wanted: dict[str, Any] | None = None
+    installed: dict[str, Any] | None,
+    wanted: dict[str, Any] | None = None,
+    *,
+    kind: MirrorKind = MODULE_MIRROR,
 ) -> list[str]:
-    """Why the CRD in the cluster (as the API returns it, camelCase) cannot serve this
-    operator, compared with the operator's own CRD (crd.crd()); empty when it can."""
-    wanted = wanted or crd()
+    """Why the CRD of ``kind`` in the cluster (as the API returns it, camelCase) cannot serve
+    this operator, compared with the operator's own CRD (crd.crd()); empty when it can."""
+    wanted = wanted or crd(kind)
+    name = crd_name(kind)
     if installed is None:
-        return [f"the CustomResourceDefinition {CRD_NAME} is not installed: {UPGRADE_CRD}"]
+        return [f"the CustomResourceDefinition {name} is not installed: {UPGRADE_CRD}"]
     versions = {v.get("name"): v for v in (installed.get("spec") or {}).get("versions") or []}
     version = versions.get(VERSION)
     if version is None or not version.get("served"):
         served = ", ".join(sorted(n for n, v in versions.items() if v.get("served"))) or "none"
         return [
-            f"the CustomResourceDefinition {CRD_NAME} does not serve {VERSION} (it serves"
+            f"the CustomResourceDefinition {name} does not serve {VERSION} (it serves"
             f" {served}): {UPGRADE_CRD}"
         ]
     problems = []
     if "status" not in (version.get("subresources") or {}):
-        problems.append(f"{CRD_NAME} {VERSION} has no status subresource")
+        problems.append(f"{name} {VERSION} has no status subresource")
     (own,) = [v for v in wanted["spec"]["versions"] if v["name"] == VERSION]
     lacking = _missing(
         own["schema"]["openAPIV3Schema"],
@@ -95,7 +100,7 @@ def crd_problems(
     if lacking:
         more = f" and {len(lacking) - SHOWN} more" if len(lacking) > SHOWN else ""
         problems.append(
-            f"the CustomResourceDefinition {CRD_NAME} in the cluster is older than this"
+            f"the CustomResourceDefinition {name} in the cluster is older than this"
             f" operator: it lacks {', '.join(lacking[:SHOWN])}{more}"
         )
     if problems:
@@ -103,11 +108,11 @@ def crd_problems(
     return problems
 
 
-def _installed_crd(api: client.ApiClient) -> dict[str, Any] | None:
+def _installed_crd(api: client.ApiClient, name: str) -> dict[str, Any] | None:
     """The CRD as the API serves it (raw JSON: the client's models are not needed here)."""
     try:
         response: Any = client.ApiextensionsV1Api(api).read_custom_resource_definition(
-            CRD_NAME, _preload_content=False
+            name, _preload_content=False
         )
     except ApiException as e:
         if e.status == 404:
@@ -162,15 +167,19 @@ def run_operator(*, namespaces: list[str] | None) -> int:
             )
             return 2
     api = client.ApiClient()
-    try:
-        problems = crd_problems(_installed_crd(api))
-    except ApiException as e:
-        return _fail(f"cannot read the CustomResourceDefinition {CRD_NAME}: {e.status} {e.reason}")
-    except urllib3.exceptions.HTTPError as e:
-        return _fail(f"cannot reach the API server to read {CRD_NAME}: {e}")
+    problems: list[str] = []
+    for kind in KINDS:
+        name = crd_name(kind)
+        try:
+            problems += crd_problems(_installed_crd(api, name), kind=kind)
+        except ApiException as e:
+            return _fail(f"cannot read the CustomResourceDefinition {name}: {e.status} {e.reason}")
+        except urllib3.exceptions.HTTPError as e:
+            return _fail(f"cannot reach the API server to read {name}: {e}")
     if problems:
         return _fail("; ".join(problems))
-    log.info("CRD %s fits this operator; policy: %s", CRD_NAME, policy)
+    names = ", ".join(crd_name(k) for k in KINDS)
+    log.info("CRDs %s: each fits this operator; policy: %s", names, policy)
     metrics = OperatorMetrics()
     metrics_at = os.environ.get("ENTREPOT_OPERATOR_METRICS", "0.0.0.0:9090")
     if metrics_at != "off":

@@ -1,10 +1,11 @@
-"""Observed children → ModuleMirror status. Pure: the caller passes what it read and the time."""
+"""Observed children → a mirror's status (either kind). Pure: the caller passes what it read
+and the time."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from entrepot_operator.api import Condition, ModuleMirrorStatus
+from entrepot_operator.api import Condition, MirrorStatus
 
 Kind = Literal["Ready", "Progressing", "Degraded", "Drifted"]
 Status = Literal["True", "False", "Unknown"]
@@ -51,7 +52,7 @@ def compute_status(
     now: str,
     cause: tuple[str, str] | None = None,
     drift: str | None = None,
-) -> ModuleMirrorStatus:
+) -> MirrorStatus:
     """``cause``: why pods are not ready (:func:`not_ready_cause`), put in Ready's reason.
     ``drift``: fields other managers set on the children (entrepot_operator.drift)."""
 
@@ -64,7 +65,7 @@ def compute_status(
             cond("Progressing", "True", "Creating", "creating the mirror's children"),
             cond("Degraded", "False", "AsExpected", ""),
         ]
-        return ModuleMirrorStatus(
+        return MirrorStatus(
             observed_generation=generation,
             replicas=replicas,
             ready_replicas=0,
@@ -110,7 +111,7 @@ def compute_status(
         if drift
         else cond("Drifted", "False", "AsExpected", "")
     )
-    return ModuleMirrorStatus(
+    return MirrorStatus(
         observed_generation=generation,
         replicas=replicas,
         ready_replicas=ready,
@@ -122,13 +123,13 @@ def compute_status(
 
 def invalid_spec_status(
     *, generation: int, message: str, previous: list[Condition], now: str
-) -> ModuleMirrorStatus:
+) -> MirrorStatus:
     """A spec that slipped past the schema: Ready=False with a reason, never a crash loop."""
 
     def cond(kind: Kind, status: Status, reason: str, text: str) -> Condition:
         return _carry(previous, kind, status, reason, text, generation=generation, now=now)
 
-    return ModuleMirrorStatus(
+    return MirrorStatus(
         observed_generation=generation,
         conditions=[
             cond("Ready", "False", "InvalidSpec", message),
@@ -145,8 +146,8 @@ def failed_status(
     message: str,
     previous: list[Condition],
     now: str,
-    base: ModuleMirrorStatus | None,
-) -> ModuleMirrorStatus:
+    base: MirrorStatus | None,
+) -> MirrorStatus:
     """The spec could not be carried out (a child failed to apply, a name is taken, the policy
     refuses it): Ready=False and Degraded=True with the reason and the first failure, whatever
     the pods say, until a reconcile succeeds. ``base``: the status computed from what exists
@@ -159,7 +160,7 @@ def failed_status(
         (c for c in (base.conditions if base else []) if c.type == "Progressing"), None
     )
     fields = base.model_dump(exclude={"conditions"}) if base is not None else {}
-    return ModuleMirrorStatus(
+    return MirrorStatus(
         **{**fields, "observed_generation": generation},
         conditions=[
             cond("Ready", "False", reason, message),
@@ -248,8 +249,8 @@ def not_ready_cause(
 
 
 def queued_status(
-    base: ModuleMirrorStatus, message: str, *, generation: int, previous: list[Condition], now: str
-) -> ModuleMirrorStatus:
+    base: MirrorStatus, message: str, *, generation: int, previous: list[Condition], now: str
+) -> MirrorStatus:
     """The mirror waits for its turn to roll onto a new operator image (upgrades.py): it
     serves on the old one meanwhile, so Ready stays what it is; Progressing says so."""
     queued = _carry(

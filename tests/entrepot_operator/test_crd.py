@@ -32,14 +32,19 @@ from entrepot_operator.api import (
     quantity,
 )
 from entrepot_operator.crd import crd, crd_yaml
-from entrepot_operator.render import Owner, render_all
+from entrepot_operator.kinds import KINDS, MODULE_MIRROR, MirrorKind
+from entrepot_operator.render import Owner
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_checked_in_crd_matches_the_models() -> None:
-    """Regenerate with `entrepot-operator crds > crds/entrepot.dev_modulemirrors.yaml`."""
-    assert (ROOT / "crds" / "entrepot.dev_modulemirrors.yaml").read_text() == crd_yaml()
+@pytest.mark.parametrize("kind", KINDS, ids=[k.kind for k in KINDS])
+def test_checked_in_crds_match_the_models(kind: MirrorKind) -> None:
+    """Regenerate with `entrepot-operator crds --out crds` (and --out helm/entrepot/crds)."""
+    assert (ROOT / "crds" / f"entrepot.dev_{kind.plural}.yaml").read_text() == crd_yaml(kind)
+    assert sorted(p.name for p in (ROOT / "crds").glob("*.yaml")) == sorted(
+        f"entrepot.dev_{k.plural}.yaml" for k in KINDS
+    )
 
 
 def _walk(node: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:
@@ -54,8 +59,9 @@ def _walk(node: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:
     return found
 
 
-def test_schema_is_structural() -> None:
-    schema = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+@pytest.mark.parametrize("kind", KINDS, ids=[k.kind for k in KINDS])
+def test_schema_is_structural(kind: MirrorKind) -> None:
+    schema = crd(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     for path, node in _walk(schema):
         assert "$ref" not in node, path
         assert "anyOf" not in node, path
@@ -84,8 +90,9 @@ def test_printer_columns_and_short_name() -> None:
         "URL",
         "Age",
         "Message",
+        "Upstream",
     ]
-    assert version["additionalPrinterColumns"][-1]["priority"] == 1  # -o wide
+    assert [c.get("priority") for c in version["additionalPrinterColumns"][-2:]] == [1, 1]
     assert crd()["spec"]["names"]["shortNames"] == ["mm"]
     assert version["subresources"] == {"status": {}}
 
@@ -339,7 +346,7 @@ def test_typed_pod_fields_reach_the_pod_exactly_as_written() -> None:
     assert parsed.tolerations == POD_FIELDS["tolerations"]
     assert parsed.affinity == POD_FIELDS["affinity"]
     assert parsed.topology_spread_constraints == POD_FIELDS["topologySpreadConstraints"]
-    children = render_all(
+    children = MODULE_MIRROR.render(
         parsed,
         Owner(name="m", namespace="ns", uid="u"),
         image="registry.example.com/e:1",
@@ -458,7 +465,7 @@ def test_the_storage_deletion_policy_defaults_to_retain() -> None:
     assert field["enum"] == ["Retain", "Delete"]
     assert field["default"] == "Retain"
     assert field["description"].startswith(
-        "What happens to the cache volume (PVC) when the ModuleMirror is deleted: Retain keeps"
+        "What happens to the cache volume (PVC) when the mirror is deleted: Retain keeps"
     )
 
 
@@ -534,7 +541,7 @@ def test_immutable_storage_fields_have_transition_rules() -> None:
     assert set(rules) == {".emptyDir", ".accessMode", ".storageClassName", ".size"}
     for rule in rules.values():
         assert "oldSelf" in rule["rule"]
-        assert "create a new ModuleMirror" in rule["message"]
+        assert "create a new mirror" in rule["message"]
     assert rules[".accessMode"]["message"] == ACCESS_MODE_FIXED
     assert ACCESS_MODE_FIXED.startswith(
         "storage.accessMode cannot change on an existing mirror (the PVC's access mode is"

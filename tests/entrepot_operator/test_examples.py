@@ -12,7 +12,8 @@ import yaml
 
 from entrepot.config import READ_SECRETS, Settings
 from entrepot_operator.api import ModuleMirrorSpec
-from entrepot_operator.render import Owner, render_all
+from entrepot_operator.kinds import BY_KIND
+from entrepot_operator.render import Owner
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "helm/entrepot/examples").glob("*.yaml"))
 OWNER = Owner(name="example", namespace="builds", uid="uid-1")
@@ -23,17 +24,22 @@ def documents(path: Path) -> list[dict[str, Any]]:
 
 
 def rendered(path: Path) -> tuple[dict[str, Any], Settings]:
-    (mirror,) = [d for d in documents(path) if d["kind"] == "ModuleMirror"]
-    spec = ModuleMirrorSpec.model_validate(mirror["spec"])
-    children = render_all(
-        spec, OWNER, image="registry.example.com/e:1", service_monitor_available=False
+    """The example's one mirror (either kind), rendered as its kind renders it."""
+    (mirror,) = [d for d in documents(path) if d["kind"] in BY_KIND]
+    kind = BY_KIND[mirror["kind"]]
+    spec = kind.parse(mirror["spec"])
+    owner = Owner(name="example", namespace="builds", uid="uid-1", kind=kind.kind)
+    children = kind.render(
+        spec, owner, image="registry.example.com/e:1", service_monitor_available=False
     )
     config = yaml.safe_load(children["ConfigMap"]["data"]["config.yaml"])
     return children, Settings.model_validate(config, context={READ_SECRETS: False})
 
 
 def test_the_examples_are_found() -> None:
-    assert "air-gapped.yaml" in [p.name for p in EXAMPLES]
+    assert {"air-gapped.yaml", "npm.yaml", "npm-private-registry.yaml"} <= {
+        p.name for p in EXAMPLES
+    }
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
@@ -92,3 +98,23 @@ def test_the_air_gapped_example_verifies_company_modules_with_a_key_from_its_sec
         }
     )
     assert f'GOSUMDB="{key}"' in path.read_text()  # the comment's advice to builds agrees
+
+
+def test_the_npm_examples_serve_npm_alone_with_their_policy_and_token() -> None:
+    _, settings = rendered(next(p for p in EXAMPLES if p.name == "npm.yaml"))
+    assert not settings.go.enabled
+    assert (settings.npm.enabled, settings.npm.prefix) == (True, "/")
+    assert settings.npm.public_url == "http://example.builds.svc:8080/"
+    assert settings.npm.policy.private == ["@corp/*"]
+    assert settings.npm.policy.min_release_age == 3 * 86400
+    children, settings = rendered(
+        next(p for p in EXAMPLES if p.name == "npm-private-registry.yaml")
+    )
+    assert settings.npm.public_url == "https://npm.corp.example.com/"
+    assert str(settings.npm.credentials.token_file) == "/etc/entrepot/secrets/npm-token"
+    (volume,) = [
+        v for v in children["Deployment"]["spec"]["template"]["spec"]["volumes"] if "projected" in v
+    ]
+    assert volume["projected"]["sources"] == [
+        {"secret": {"name": "entrepot-npm-token", "items": [{"key": "token", "path": "npm-token"}]}}
+    ]

@@ -208,9 +208,9 @@ def test_every_secret_a_spec_names_is_checked() -> None:
         ("spec.credentials.netrc.secretName", "netrc"),
         ("spec.credentials.gitConfig.secretName", "git"),
         ("spec.credentials.gitCredentials.secretName", "entrepot-git"),
-        ("spec.stats.passwordSecret.secretName", "db-password"),
         ("spec.credentials.bearerTokens[0].secretName", "tokens"),
         ("spec.go.sumdb.databases[0].keySecret.secretName", "sumdb"),
+        ("spec.stats.passwordSecret.secretName", "db-password"),
         ("spec.ingress.tlsSecretName", "other-apps-tls"),
         ("spec.imagePullSecrets[0]", "regcred"),
     ]

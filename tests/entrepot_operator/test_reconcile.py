@@ -207,7 +207,10 @@ def test_a_retained_cache_claim_is_adopted_and_owns_no_reference() -> None:
     assert out.failures == []
     pvc = applier.objects["PersistentVolumeClaim", "gomods-cache"]
     assert "ownerReferences" not in pvc["metadata"]  # Retain, the default
-    assert pvc["metadata"]["annotations"] == {"entrepot.dev/mirror": "builds/gomods"}
+    assert pvc["metadata"]["annotations"] == {
+        "entrepot.dev/mirror": "builds/gomods",
+        "entrepot.dev/mirror-kind": "ModuleMirror",
+    }
     run(applier, mirror_body(storage={"deletionPolicy": "Delete"}))
     pvc = applier.objects["PersistentVolumeClaim", "gomods-cache"]
     assert pvc["metadata"]["ownerReferences"][0]["uid"] == UID
@@ -215,7 +218,7 @@ def test_a_retained_cache_claim_is_adopted_and_owns_no_reference() -> None:
 
 def test_a_policy_violation_applies_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
-        rec, "violations", lambda spec, policy, default_image: ["image not allowed"]
+        rec, "violations", lambda spec, policy, default_image, kind: ["image not allowed"]
     )
     applier = FakeApplier()
     out = run(applier)

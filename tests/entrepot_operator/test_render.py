@@ -10,8 +10,9 @@ import yaml
 from entrepot.config import READ_SECRETS, Settings, SumdbSettings
 from entrepot.sumdb.note import generate_key
 from entrepot_operator.api import ModuleMirrorSpec
-from entrepot_operator.render import Owner, render_all
-from entrepot_operator.render.configmap import render_configmap
+from entrepot_operator.kinds import MODULE_MIRROR
+from entrepot_operator.render import Owner
+from entrepot_operator.render.configmap import go_sections, render_configmap
 from entrepot_operator.render.optional import target_labels
 from entrepot_operator.render.service import service_url
 
@@ -25,9 +26,13 @@ def spec(**extra: Any) -> ModuleMirrorSpec:
 
 
 def children(s: ModuleMirrorSpec, *, monitor: bool = False) -> dict[str, Any]:
-    return render_all(
+    return MODULE_MIRROR.render(
         s, OWNER, image="registry.example.com/entrepot:1", service_monitor_available=monitor
     )
+
+
+def configmap_of(s: ModuleMirrorSpec) -> tuple[dict[str, Any], str]:
+    return render_configmap(s, OWNER, go_sections(s, OWNER))
 
 
 @pytest.mark.parametrize("policy", ["Retain", "Delete"])
@@ -40,7 +45,10 @@ def test_every_child_is_owned_labelled_and_namespaced(policy: str) -> None:
         meta = child["metadata"]
         assert meta["namespace"] == "builds", kind
         if kind == "PersistentVolumeClaim":
-            assert meta["annotations"] == {"entrepot.dev/mirror": "builds/gomods"}
+            assert meta["annotations"] == {
+                "entrepot.dev/mirror": "builds/gomods",
+                "entrepot.dev/mirror-kind": "ModuleMirror",
+            }
             if policy == "Retain":
                 assert "ownerReferences" not in meta
                 continue
@@ -72,7 +80,7 @@ def test_the_config_file_is_what_the_server_reads() -> None:
         },
         credentials={"netrc": {"secretName": "netrc", "key": "netrc"}},
     )
-    configmap, _ = render_configmap(s, OWNER)
+    configmap, _ = configmap_of(s)
     parsed = Settings.model_validate(yaml.safe_load(configmap["data"]["config.yaml"]))
     assert parsed.listen == "0.0.0.0:8080"
     assert parsed.go.proxy == "https://proxy.example.com|direct"
@@ -84,7 +92,7 @@ def test_the_config_file_is_what_the_server_reads() -> None:
 
 def test_limits_and_timeouts_reach_the_config_file_with_the_servers_defaults() -> None:
     default = Settings.model_validate(
-        yaml.safe_load(render_configmap(spec(), OWNER)[0]["data"]["config.yaml"])
+        yaml.safe_load(configmap_of(spec())[0]["data"]["config.yaml"])
     )
     assert default.limits == Settings().limits
     assert default.go.zip_deadline == Settings().go.zip_deadline
@@ -101,9 +109,7 @@ def test_limits_and_timeouts_reach_the_config_file_with_the_servers_defaults() -
         },
         limits={"headerTimeout": "3s", "maxConnections": 100, "minFreeBytes": 0},
     )
-    parsed = Settings.model_validate(
-        yaml.safe_load(render_configmap(s, OWNER)[0]["data"]["config.yaml"])
-    )
+    parsed = Settings.model_validate(yaml.safe_load(configmap_of(s)[0]["data"]["config.yaml"]))
     assert parsed.go.zip_deadline == 120
     assert (parsed.go.min_transfer_rate, parsed.go.min_rate_window) == (4096, 10)
     assert (parsed.go.direct.queue, parsed.go.direct.queue_timeout) == (3, 5)
@@ -200,7 +206,7 @@ CORP_KEY = generate_key("sum.corp.example.com")[1]
 
 def config_of(s: ModuleMirrorSpec) -> tuple[dict[str, Any], Settings]:
     """The rendered config file, raw and as the server reads it."""
-    raw = yaml.safe_load(render_configmap(s, OWNER)[0]["data"]["config.yaml"])
+    raw = yaml.safe_load(configmap_of(s)[0]["data"]["config.yaml"])
     # As the server validates it, but here, where the mounted Secrets' files do not exist.
     return raw, Settings.model_validate(raw, context={READ_SECRETS: False})
 
@@ -306,7 +312,7 @@ def test_a_key_from_a_secret_is_mounted_read_only_and_named_by_key_file() -> Non
     assert {"name": "credentials", "mountPath": "/etc/entrepot/secrets", "readOnly": True} in mounts
     # Another Secret leaves the config file as it is, and changes the pod template: pods roll.
     moved = two_databases("team-sumdb-2")
-    assert render_configmap(moved, OWNER)[1] == render_configmap(s, OWNER)[1]
+    assert configmap_of(moved)[1] == configmap_of(s)[1]
     assert pod_of(moved)["volumes"] != pod["volumes"]
 
 

@@ -125,13 +125,19 @@ class Rule:
 
 
 RULES = [
-    Rule("entrepot.dev", "modulemirrors", "get list watch patch", "watched",
-         "watch ModuleMirrors; patch them for kopf's annotations"),
-    Rule("entrepot.dev", "modulemirrors/status", "patch", "watched",
-         "write status: conditions, replicas, URL, observedGeneration"),
-    Rule("entrepot.dev", "modulemirrors/finalizers", "update", "watched",
-         "set ownerReferences with blockOwnerDeletion on children"
-         " (OwnerReferencesPermissionEnforcement)"),
+    *(
+        rule
+        for plural, kind in (("modulemirrors", "ModuleMirrors"), ("npmmirrors", "NpmMirrors"))
+        for rule in (
+            Rule("entrepot.dev", plural, "get list watch patch", "watched",
+                 f"watch {kind}; patch them for kopf's annotations"),
+            Rule("entrepot.dev", f"{plural}/status", "patch", "watched",
+                 "write status: conditions, replicas, URL, observedGeneration"),
+            Rule("entrepot.dev", f"{plural}/finalizers", "update", "watched",
+                 "set ownerReferences with blockOwnerDeletion on children"
+                 " (OwnerReferencesPermissionEnforcement)"),
+        )
+    ),
     Rule("", "configmaps", KEPT_CHILD_VERBS, "watched",
          "the mirror's config file: server-side apply, observe"),
     Rule("", "services", KEPT_CHILD_VERBS, "watched", "the Service builds point GOPROXY at"),
@@ -146,9 +152,9 @@ RULES = [
     Rule("", "pods", "get list watch", "watched",
          "why a mirror is not Ready: unschedulable, image pull, crash loop, readiness"),
     Rule("", "events", "get list watch create", "watched",
-         "read the Events of mirror pods and PVCs (why not Ready); post Events on ModuleMirrors"),
+         "read the Events of mirror pods and PVCs (why not Ready); post Events on the mirrors"),
     Rule("apiextensions.k8s.io", "customresourcedefinitions", "get list watch", "cluster",
-         "the ModuleMirror CRD fits this operator (checked at start); is the ServiceMonitor"
+         "the mirrors' CRDs fit this operator (checked at start); is the ServiceMonitor"
          " CRD installed? kopf also watches CRDs to notice new resources"),
     Rule("", "namespaces", "list watch", "listed",
          "kopf's namespace observer, which runs only when watching a list of namespaces"),

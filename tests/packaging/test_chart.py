@@ -293,7 +293,7 @@ def test_rbac_watching_listed_namespaces_is_exactly_the_table(home: Path) -> Non
         if cluster_role["metadata"]["name"] not in bound:
             continue  # the aggregated view/edit roles, for users (test_aggregated_roles)
         for rule in cluster_role["rules"]:
-            assert not any(r.startswith("modulemirrors") for r in rule["resources"])
+            assert not any(r.startswith(("modulemirrors", "npmmirrors")) for r in rule["resources"])
     roles = {(r["metadata"]["namespace"], r["metadata"]["name"]) for r in of_kind(docs, "Role")}
     assert roles == {
         ("a", "demo-entrepot"),
@@ -409,16 +409,28 @@ def test_the_chart_crd_is_the_generated_crd() -> None:
         )
 
 
-def test_the_chart_crd_defines_module_mirrors() -> None:
-    (crd,) = [d for p in sorted((CHART / "crds").glob("*.yaml")) for d in load_yaml_documents(p)]
+def chart_crds() -> dict[str, Manifest]:
+    """The chart's CRDs by name."""
+    docs = [d for p in sorted((CHART / "crds").glob("*.yaml")) for d in load_yaml_documents(p)]
+    return {d["metadata"]["name"]: d for d in docs}
+
+
+@pytest.mark.parametrize(
+    ("kind", "plural", "short"),
+    [("ModuleMirror", "modulemirrors", "mm"), ("NpmMirror", "npmmirrors", "npmm")],
+)
+def test_the_chart_crds_define_both_kinds(kind: str, plural: str, short: str) -> None:
+    crds = chart_crds()
+    assert sorted(crds) == ["modulemirrors.entrepot.dev", "npmmirrors.entrepot.dev"]
+    crd = crds[f"{plural}.entrepot.dev"]
     assert crd["kind"] == "CustomResourceDefinition"
-    assert crd["metadata"]["name"] == "modulemirrors.entrepot.dev"
     spec = crd["spec"]
     assert spec["group"] == "entrepot.dev"
     assert spec["scope"] == "Namespaced"
-    assert spec["names"]["kind"] == "ModuleMirror"
-    assert spec["names"]["plural"] == "modulemirrors"
-    assert "mm" in spec["names"]["shortNames"]
+    assert spec["names"]["kind"] == kind
+    assert spec["names"]["plural"] == plural
+    assert short in spec["names"]["shortNames"]
+    assert spec["names"]["categories"] == ["entrepot"]  # kubectl get entrepot: both kinds
     (version,) = [v for v in spec["versions"] if v["name"] == "v1alpha1"]
     assert version["served"]
     assert version["storage"]
@@ -430,38 +442,50 @@ def test_the_chart_crd_defines_module_mirrors() -> None:
 EXAMPLES = sorted((CHART / "examples").glob("*.yaml"))
 
 
-def test_there_are_four_examples() -> None:
+def test_there_are_six_examples() -> None:
     assert [p.name for p in EXAMPLES] == [
         "air-gapped.yaml",
         "highly-available.yaml",
         "minimal.yaml",
+        "npm-private-registry.yaml",
+        "npm.yaml",
         "private-modules.yaml",
     ]
 
 
+MIRROR_KINDS = ("ModuleMirror", "NpmMirror")
+
+
 def mirror_of(path: Path) -> Manifest:
-    """The example's one ModuleMirror; anything else in the file is a Secret it refers to."""
+    """The example's one mirror (either kind); anything else in the file is a Secret it
+    refers to."""
     docs = load_yaml_documents(path)
-    (mirror,) = [d for d in docs if d["kind"] == "ModuleMirror"]
+    (mirror,) = [d for d in docs if d["kind"] in MIRROR_KINDS]
     assert all(d["kind"] == "Secret" for d in docs if d is not mirror)
     return mirror
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
-def test_every_example_is_a_module_mirror(path: Path) -> None:
+def test_every_example_is_a_mirror(path: Path) -> None:
     for doc in load_yaml_documents(path):
         assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", doc["metadata"]["name"])
         assert "namespace" not in doc["metadata"]
     doc = mirror_of(path)
     assert doc["apiVersion"] == "entrepot.dev/v1alpha1"
-    assert re.fullmatch(r"https://proxy\.([a-z]+\.)?example\.com\b.*", doc["spec"]["go"]["proxy"])
+    if doc["kind"] == "ModuleMirror":
+        upstream = doc["spec"]["go"]["proxy"]
+        assert re.fullmatch(r"https://proxy\.([a-z]+\.)?example\.com\b.*", upstream)
+    else:
+        upstream = doc["spec"]["npm"]["upstream"]
+        assert re.fullmatch(r"https://([a-z]+\.)*example\.com/.*", upstream), upstream
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_every_example_is_valid_for_the_operator(path: Path) -> None:
     """The operator's own model accepts each example (the CRD is checked in a cluster)."""
-    api = pytest.importorskip("entrepot_operator.api")
-    api.ModuleMirrorSpec.model_validate(mirror_of(path)["spec"])
+    kinds = pytest.importorskip("entrepot_operator.kinds")
+    mirror = mirror_of(path)
+    kinds.BY_KIND[mirror["kind"]].parse(mirror["spec"])
 
 
 def test_the_examples_show_what_they_promise() -> None:
@@ -698,9 +722,11 @@ def test_aggregated_roles_let_view_read_and_edit_write_module_mirrors(home: Path
             v for r in role["rules"] if resource in r["resources"] for v in r["verbs"]
         }  # fmt: skip
 
-    assert verbs(view, "modulemirrors") == {"get", "list", "watch"}
-    assert verbs(edit, "modulemirrors") >= {"create", "update", "patch", "delete", "get"}
-    assert verbs(edit, "modulemirrors/status") == {"get", "list", "watch"}  # status is ours
+    for plural in ("modulemirrors", "npmmirrors"):
+        assert verbs(view, plural) == {"get", "list", "watch"}
+        assert verbs(view, f"{plural}/status") == {"get", "list", "watch"}
+        assert verbs(edit, plural) >= {"create", "update", "patch", "delete", "get"}
+        assert verbs(edit, f"{plural}/status") == {"get", "list", "watch"}  # status is ours
     for role in (view, edit):
         assert {g for r in role["rules"] for g in r["apiGroups"]} == {"entrepot.dev"}
     # Not the operator's: no binding names them.
@@ -713,25 +739,39 @@ def test_aggregated_roles_let_view_read_and_edit_write_module_mirrors(home: Path
 # --- the policy: ValidatingAdmissionPolicy and ENTREPOT_POLICY ---------------------------------
 
 
-def admission(docs: list[Manifest]) -> tuple[Manifest, Manifest]:
-    return one(docs, "ValidatingAdmissionPolicy"), one(docs, "ValidatingAdmissionPolicyBinding")
+def admission(docs: list[Manifest], plural: str = "modulemirrors") -> tuple[Manifest, Manifest]:
+    """The ValidatingAdmissionPolicy of one kind, and its binding."""
+    (policy,) = [
+        p
+        for p in of_kind(docs, "ValidatingAdmissionPolicy")
+        if p["spec"]["matchConstraints"]["resourceRules"][0]["resources"] == [plural]
+    ]
+    (binding,) = [
+        b
+        for b in of_kind(docs, "ValidatingAdmissionPolicyBinding")
+        if b["spec"]["policyName"] == policy["metadata"]["name"]
+    ]
+    return policy, binding
 
 
 def variables(policy: Manifest) -> dict[str, str]:
     return {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
 
 
-def test_the_admission_policy_guards_module_mirror_writes(home: Path) -> None:
-    vap, binding = admission(render(home))
+@pytest.mark.parametrize("plural", ["modulemirrors", "npmmirrors"])
+def test_the_admission_policy_guards_mirror_writes(home: Path, plural: str) -> None:
+    docs = render(home)
+    assert len(of_kind(docs, "ValidatingAdmissionPolicy")) == 2  # one per kind
+    vap, binding = admission(docs, plural)
     assert vap["apiVersion"] == binding["apiVersion"] == "admissionregistration.k8s.io/v1"
-    assert vap["metadata"]["name"] == f"{RELEASE_NAMESPACE}-demo-entrepot-modulemirrors"
+    assert vap["metadata"]["name"] == f"{RELEASE_NAMESPACE}-demo-entrepot-{plural}"
     assert binding["spec"]["policyName"] == vap["metadata"]["name"]
     assert binding["spec"]["validationActions"] == ["Deny"]
     assert "matchResources" not in binding["spec"]  # every namespace, as the operator
     assert vap["spec"]["failurePolicy"] == "Fail"
     (rule,) = vap["spec"]["matchConstraints"]["resourceRules"]
     assert rule["apiGroups"] == ["entrepot.dev"]
-    assert rule["resources"] == ["modulemirrors"]  # not status: the operator writes that
+    assert rule["resources"] == [plural]  # not status: the operator writes that
     assert rule["operations"] == ["CREATE", "UPDATE"]
     # One validation whose message lists every problem (the API server reports only the
     # first failed validation, and a refusal should name every reason).
@@ -749,6 +789,19 @@ def test_the_admission_policy_guards_module_mirror_writes(home: Path) -> None:
         "policy.bearerTokenHosts",
     ):
         assert f"(chart value {value})" in messages, value
+    # Each is type-checked against its kind's schema: it names only that kind's fields.
+    cel = variables(vap)
+    text = json.dumps(vap["spec"])
+    if plural == "npmmirrors":
+        assert "object.spec.npm.credentials.tokenSecret.secretName" in cel["secretNames"]
+        assert "url(object.spec.npm.upstream).getHostname()" in cel["tokenHostNames"]
+        assert "Secrets an NpmMirror names" in messages
+        assert "object.spec.go" not in text
+        assert "object.spec.credentials" not in text
+    else:
+        assert "object.spec.credentials.bearerTokens" in cel["tokenHostNames"]
+        assert "Secrets a ModuleMirror names" in messages
+        assert "object.spec.npm" not in text
 
 
 def test_the_admission_policy_follows_the_watched_namespaces(home: Path) -> None:
@@ -852,10 +905,16 @@ def test_the_default_policy_allows_only_the_mirror_image_repository(home: Path) 
 # --- the CRD the operator checks at start ------------------------------------------------------
 
 
-def test_the_chart_crd_passes_the_operators_start_check() -> None:
+def test_the_chart_crds_pass_the_operators_start_check() -> None:
     runner = pytest.importorskip("entrepot_operator.runner")
-    (crd,) = [d for p in sorted((CHART / "crds").glob("*.yaml")) for d in load_yaml_documents(p)]
-    assert runner.crd_problems(crd) == []
+    kinds = pytest.importorskip("entrepot_operator.kinds")
+    crds = chart_crds()
+    for kind in kinds.KINDS:
+        assert runner.crd_problems(crds[f"{kind.plural}.entrepot.dev"], kind=kind) == []
+    # Each kind is compared with its own CRD: the other's is missing its fields.
+    npm = crds["npmmirrors.entrepot.dev"]
+    (problem,) = runner.crd_problems(npm, kind=kinds.MODULE_MIRROR)
+    assert "it lacks spec.go" in problem
 
 
 def test_the_start_check_refuses_an_older_crd() -> None:
@@ -863,7 +922,7 @@ def test_the_start_check_refuses_an_older_crd() -> None:
     operator's model has (an operator upgraded before its CRD), a missing v1alpha1, or no CRD
     at all: the reasons, and the command that fixes it."""
     runner = pytest.importorskip("entrepot_operator.runner")
-    (crd,) = [d for p in sorted((CHART / "crds").glob("*.yaml")) for d in load_yaml_documents(p)]
+    crd = chart_crds()["modulemirrors.entrepot.dev"]
     older = deepcopy(crd)
     schema = older["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     del schema["properties"]["spec"]["properties"]["storage"]["properties"]["accessMode"]

@@ -237,12 +237,16 @@ def test_install_with_listed_namespaces(
         Grant(a, "", "secrets", "get"),
         Grant(a, "", "secrets", "list"),
         Grant(c, "entrepot.dev", "modulemirrors", "list"),
+        Grant(c, "entrepot.dev", "npmmirrors", "list"),
         Grant(c, "apps", "deployments", "create"),
         Grant("cluster", "entrepot.dev", "modulemirrors", "list"),
+        Grant("cluster", "entrepot.dev", "npmmirrors", "list"),
         Grant("cluster", "", "namespaces", "get"),
         Grant("cluster", "", "namespaces", "create"),
         Grant(a, "entrepot.dev", "modulemirrors", "delete"),
         Grant(a, "entrepot.dev", "modulemirrors", "update"),
+        Grant(a, "entrepot.dev", "npmmirrors", "delete"),
+        Grant(a, "entrepot.dev", "npmmirrors", "create"),
         Grant(a, "apps", "deployments", "update"),
         # Children every mirror has are never deleted by the operator (garbage collection).
         Grant(a, "apps", "deployments", "delete"),
@@ -250,6 +254,7 @@ def test_install_with_listed_namespaces(
         Grant(a, "", "configmaps", "delete"),
         # The status is written, never read on its own.
         Grant(a, "entrepot.dev", "modulemirrors/status", "get"),
+        Grant(a, "entrepot.dev", "npmmirrors/status", "get"),
         # Pods and Events are read to explain a mirror, never written.
         Grant(a, "", "pods", "create"),
         Grant(a, "", "pods", "delete"),
@@ -313,7 +318,8 @@ def test_the_examples_fit_the_chart_crd(
 ) -> None:
     """Server-side dry run, strict field validation: unknown or misspelt fields fail."""
     helm(helm_home, kubeconfig, "install", "ops", str(CHART), "-n", names["release"])
-    wait_for(lambda: established(api, "modulemirrors.entrepot.dev"), 30, "CRD established")
+    for crd in ("modulemirrors.entrepot.dev", "npmmirrors.entrepot.dev"):
+        wait_for(lambda crd=crd: established(api, crd), 30, f"{crd} established")
     kubectl = [str(tool("kubectl")), "--kubeconfig", kubeconfig, "-n", names["a"]]
     done = subprocess.run(
         [
@@ -333,9 +339,9 @@ def test_the_examples_fit_the_chart_crd(
     assert done.returncode == 0, done.stderr
     examples = sorted((CHART / "examples").glob("*.yaml"))
     documents = sum(len(load_yaml_documents(p)) for p in examples)
-    # four ModuleMirrors, the Secret of air-gapped.yaml and the database password of
-    # highly-available.yaml
-    assert documents == 6
+    # four ModuleMirrors, two NpmMirrors, the Secret of air-gapped.yaml, the database
+    # password of highly-available.yaml and the token of npm-private-registry.yaml
+    assert documents == 9
     assert done.stdout.count("serverside-applied (server dry run)") == documents, done.stdout
 
     # And the same check refuses a wrong one, so it does check.
@@ -382,6 +388,40 @@ def test_the_examples_fit_the_chart_crd(
         )
         assert refused.returncode != 0, databases
         assert why in refused.stderr, refused.stderr
+
+    # An NpmMirror's rules: the upstream is a registry URL, policy entries are name patterns,
+    # a wildcard Ingress needs a public URL.
+    (npm,) = load_yaml_documents(CHART / "examples" / "npm.yaml")
+    for change, why in [
+        ({"npm": {"upstream": "registry.example.com"}}, "spec.npm.upstream"),
+        (
+            {"npm": {"upstream": "https://r.example.com/", "policy": {"private": ["@Corp/*"]}}},
+            "every entry must be a package name pattern",
+        ),
+        (
+            {"npm": {"upstream": "https://r.example.com/"}, "ingress": {"host": "*.example.com"}},
+            "an Ingress for a wildcard host cannot name the registry's URL",
+        ),
+    ]:
+        body = {**npm, "spec": {**npm["spec"], **change}}
+        refused = subprocess.run(
+            [
+                *kubectl,
+                "apply",
+                "--server-side",
+                "--dry-run=server",
+                "--validate=strict",
+                "-f",
+                "-",
+            ],
+            input=yaml.safe_dump(body),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert refused.returncode != 0, change
+        assert why in refused.stderr, refused.stderr
     helm(helm_home, kubeconfig, "uninstall", "ops", "-n", names["release"])
 
 
@@ -400,7 +440,7 @@ def test_the_documented_crd_upgrade_works_on_a_helm_installed_crd(
         f.manager
         for f in extensions.read_custom_resource_definition(crd_name).metadata.managed_fields
     }
-    (source,) = sorted((CHART / "crds").glob("*.yaml"))
+    source = CHART / "crds" / "entrepot.dev_modulemirrors.yaml"
     newer = tmp_path / "crds"
     newer.mkdir()
     marker = "A Go module mirror (GOPROXY) run by Entrepôt, next version."
@@ -649,13 +689,16 @@ def test_a_53_character_release_name_installs_with_every_option(
         kinds = {d["kind"] for d in yaml.safe_load_all(manifest.stdout) if d}
         assert not kinds & {"ServiceMonitor", "PrometheusRule"}
         assert {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"} <= kinds
-        # The admission policy's CEL type-checks against the ModuleMirror schema.
-        checked = wait_for(
-            lambda: admission_policy_checked(api, f"{release}-{fullname}-modulemirrors"),
-            60,
-            "the admission policy type-checked",
-        )
-        assert not checked.get("expressionWarnings"), checked
+        # Each admission policy's CEL type-checks against its kind's schema.
+        for plural in ("modulemirrors", "npmmirrors"):
+            checked = wait_for(
+                lambda plural=plural: admission_policy_checked(
+                    api, f"{release}-{fullname}-{plural}"
+                ),
+                60,
+                f"the {plural} admission policy type-checked",
+            )
+            assert not checked.get("expressionWarnings"), (plural, checked)
     finally:
         helm(helm_home, kubeconfig, "uninstall", LONG_RELEASE, "-n", release, "--wait")
 
@@ -707,7 +750,7 @@ def test_the_operator_refuses_to_start_on_an_older_crd(
 ) -> None:
     """Issue 11: no CRD version check at operator start. An operator upgraded before its CRD
     now says which fields the cluster's CRD lacks, and how to apply the new one, and exits 2."""
-    (source,) = sorted((CHART / "crds").glob("*.yaml"))
+    source = CHART / "crds" / "entrepot.dev_modulemirrors.yaml"
     crd_name = "modulemirrors.entrepot.dev"
 
     def apply(path: Path) -> None:
@@ -734,8 +777,8 @@ def test_the_operator_refuses_to_start_on_an_older_crd(
         assert "kubectl apply --server-side --force-conflicts -f helm/entrepot/crds/" in output
         assert "Traceback" not in output
     finally:
-        apply(source)
-    # The chart's own CRD: the check passes and the operator goes on.
+        apply(CHART / "crds")  # both kinds
+    # The chart's own CRDs: the check passes and the operator goes on.
     status, output = run_operator(
         kubeconfig, tmp_path / "fits.log", until="fits this operator", timeout=120
     )

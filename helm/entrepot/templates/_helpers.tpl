@@ -133,23 +133,24 @@ entrepot.namespacedRules: what the operator does inside a namespace it watches. 
 cluster-wide (ClusterRole) when watchNamespaces is empty, else by a Role in each namespace.
 */}}
 {{- define "entrepot.namespacedRules" -}}
-# ModuleMirrors: watch them, and patch them for kopf's annotations.
+# The mirrors, of both kinds (ModuleMirror, NpmMirror): watch them, and patch them for
+# kopf's annotations.
 - apiGroups: [entrepot.dev]
-  resources: [modulemirrors]
+  resources: [modulemirrors, npmmirrors]
   verbs: [get, list, watch, patch]
-# ModuleMirror status: conditions, observedGeneration (written with PATCH; read with the
-# mirror itself).
+# Their status: conditions, observedGeneration (written with PATCH; read with the mirror
+# itself).
 - apiGroups: [entrepot.dev]
-  resources: [modulemirrors/status]
+  resources: [modulemirrors/status, npmmirrors/status]
   verbs: [patch]
-# Children carry an ownerReference with blockOwnerDeletion to their ModuleMirror; clusters
-# with the OwnerReferencesPermissionEnforcement admission plugin require this for it.
+# Children carry an ownerReference with blockOwnerDeletion to their mirror; clusters with the
+# OwnerReferencesPermissionEnforcement admission plugin require this for it.
 - apiGroups: [entrepot.dev]
-  resources: [modulemirrors/finalizers]
+  resources: [modulemirrors/finalizers, npmmirrors/finalizers]
   verbs: [update]
 # Children every mirror has: server-side apply (patch; create when absent) and observe (get,
 # list, watch). Never deleted by the operator: garbage collection removes them with their
-# ModuleMirror.
+# mirror.
 - apiGroups: [""]
   resources: [configmaps, services]
   verbs: [get, list, watch, create, patch]
@@ -174,7 +175,7 @@ cluster-wide (ClusterRole) when watchNamespaces is empty, else by a Role in each
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch]
-# Events: read (as above), and create them about ModuleMirrors (kopf posts core/v1 Events).
+# Events: read (as above), and create them about the mirrors (kopf posts core/v1 Events).
 - apiGroups: [""]
   resources: [events]
   verbs: [get, list, watch, create]
@@ -186,7 +187,8 @@ lists and watches namespaces to match its list (refused, it retries for about a 
 before it reconciles anything); watching all, it never does (docs/helm.md, "RBAC").
 */}}
 {{- define "entrepot.clusterRules" -}}
-# Is the ServiceMonitor CRD installed? kopf also watches CRDs to notice new resources.
+# The mirrors' CRDs fit this operator (checked at start); is the ServiceMonitor CRD
+# installed? kopf also watches CRDs to notice new resources.
 - apiGroups: [apiextensions.k8s.io]
   resources: [customresourcedefinitions]
   verbs: [get, list, watch]

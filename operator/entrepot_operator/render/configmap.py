@@ -1,4 +1,9 @@
-"""The mirror's config file: the spec's Go settings, validated by the server's own model."""
+"""The mirror's config file: the spec's settings, validated by the server's own model.
+
+What every mirror's file holds (listen address, cache folder, limits, log, statistics) is
+written here once; each kind adds its protocol's sections (:func:`go_sections` for a
+ModuleMirror, :func:`npm_sections` for an NpmMirror), chosen by its descriptor (kinds.py).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from typing import Any
 import yaml
 
 from entrepot.config import READ_SECRETS, Settings
-from entrepot_operator.api import ModuleMirrorSpec, Sumdb
+from entrepot_operator.api import MirrorSpec, ModuleMirrorSpec, NpmMirrorSpec, Sumdb
 from entrepot_operator.render.meta import (
     CACHE_DIR,
     PORT,
@@ -17,10 +22,13 @@ from entrepot_operator.render.meta import (
     config_name,
     metadata,
 )
+from entrepot_operator.render.service import registry_url
+
+Sections = dict[str, Any]
 
 
 def secret_file(kind: str, index: int | None = None) -> str:
-    """Where a credential is mounted in the pod (see deployment.secret_volume)."""
+    """Where a credential is mounted in the pod (api.SecretFile.file; deployment.secret_volume)."""
     return f"{SECRETS_DIR}/{kind}" if index is None else f"{SECRETS_DIR}/{kind}-{index}"
 
 
@@ -44,8 +52,8 @@ def sumdb_settings(sumdb: Sumdb) -> dict[str, Any]:
     }
 
 
-def server_settings(spec: ModuleMirrorSpec) -> Settings:
-    """The `entrepot serve` configuration for this spec, checked by the server's model."""
+def go_sections(spec: ModuleMirrorSpec, owner: Owner) -> Sections:
+    """A ModuleMirror serves Go at the root, and no npm."""
     creds = spec.credentials
     go = spec.go
     credentials: dict[str, Any] = {
@@ -56,24 +64,59 @@ def server_settings(spec: ModuleMirrorSpec) -> Settings:
             t.host: secret_file("token", i) for i, t in enumerate(creds.bearer_tokens)
         },
     }
+    return {
+        "go": {
+            "proxy": go.proxy,
+            "routes": [r.model_dump(exclude_none=True) for r in go.routes],
+            "cache": go.cache.model_dump(mode="json"),
+            "direct": go.direct.model_dump(mode="json"),
+            "upstream_timeout": go.upstream_timeout,
+            "zip_deadline": go.zip_deadline,
+            "min_transfer_rate": go.min_transfer_rate,
+            "min_rate_window": go.min_rate_window,
+            "credentials": credentials,
+            "sumdb": sumdb_settings(go.sumdb),
+        },
+        "npm": {"enabled": False},
+    }
+
+
+def npm_sections(spec: NpmMirrorSpec, owner: Owner) -> Sections:
+    """An NpmMirror serves npm alone, at its root, writing tarball URLs under the URL clients
+    use (service.registry_url)."""
+    npm = spec.npm
+    creds = npm.credentials
+    return {
+        "go": {"enabled": False},
+        "npm": {
+            "enabled": True,
+            "prefix": "/",
+            "upstream": npm.upstream,
+            "public_url": registry_url(spec, owner),
+            "cache": npm.cache.model_dump(mode="json"),
+            "policy": npm.policy.model_dump(mode="json"),
+            "credentials": {
+                "token_file": secret_file("npm-token") if creds.token_secret else None,
+                "npmrc_file": secret_file("npmrc") if creds.npmrc_secret else None,
+            },
+            "upstream_timeout": npm.upstream_timeout,
+            "tarball_deadline": npm.tarball_deadline,
+            "min_transfer_rate": npm.min_transfer_rate,
+            "max_packument_bytes": npm.max_packument_bytes,
+            "max_tarball_bytes": npm.max_tarball_bytes,
+        },
+    }
+
+
+def server_settings(spec: MirrorSpec, sections: Sections) -> Settings:
+    """The `entrepot serve` configuration for this spec, checked by the server's model."""
     return Settings.model_validate(
         {
             "listen": f"0.0.0.0:{PORT}",
             "data_dir": CACHE_DIR,
             "log": {"level": spec.log_level},
             "limits": spec.limits.model_dump(mode="json"),
-            "go": {
-                "proxy": go.proxy,
-                "routes": [r.model_dump(exclude_none=True) for r in go.routes],
-                "cache": go.cache.model_dump(mode="json"),
-                "direct": go.direct.model_dump(mode="json"),
-                "upstream_timeout": go.upstream_timeout,
-                "zip_deadline": go.zip_deadline,
-                "min_transfer_rate": go.min_transfer_rate,
-                "min_rate_window": go.min_rate_window,
-                "credentials": credentials,
-                "sumdb": sumdb_settings(go.sumdb),
-            },
+            **sections,
             "stats": {
                 "enabled": spec.stats.enabled,
                 "database": spec.stats.database,
@@ -87,16 +130,18 @@ def server_settings(spec: ModuleMirrorSpec) -> Settings:
     )
 
 
-def config_text(spec: ModuleMirrorSpec) -> str:
-    settings = server_settings(spec).model_dump(mode="json", exclude_none=True)
-    return "# Rendered by entrepot-operator from the ModuleMirror; edits are put back.\n" + (
+def config_text(spec: MirrorSpec, sections: Sections, *, kind: str) -> str:
+    settings = server_settings(spec, sections).model_dump(mode="json", exclude_none=True)
+    return f"# Rendered by entrepot-operator from the {kind}; edits are put back.\n" + (
         yaml.safe_dump(settings, sort_keys=True)
     )
 
 
-def render_configmap(spec: ModuleMirrorSpec, owner: Owner) -> tuple[dict[str, Any], str]:
+def render_configmap(
+    spec: MirrorSpec, owner: Owner, sections: Sections
+) -> tuple[dict[str, Any], str]:
     """The ConfigMap and the hash of its content (a pod annotation: a change rolls the pods)."""
-    text = config_text(spec)
+    text = config_text(spec, sections, kind=owner.kind)
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     body = {
         "apiVersion": "v1",

@@ -1,11 +1,12 @@
-"""The mirror's Deployment: `entrepot serve` with its config, cache, credentials and probes."""
+"""The mirror's Deployment: `entrepot serve` with its config, cache, credentials and probes
+(the same for both kinds: what differs is in the config file)."""
 
 from __future__ import annotations
 
 import copy
 from typing import Any
 
-from entrepot_operator.api import ModuleMirrorSpec
+from entrepot_operator.api import MirrorSpec
 from entrepot_operator.render.meta import (
     CACHE_DIR,
     CONFIG_HASH_ANNOTATION,
@@ -27,36 +28,19 @@ DEFAULT_RESOURCES: dict[str, dict[str, str]] = {
 }
 
 
-def secret_volume(spec: ModuleMirrorSpec) -> dict[str, Any] | None:
+def secret_volume(spec: MirrorSpec) -> dict[str, Any] | None:
     """One projected volume with every referenced Secret key at a fixed file name."""
-    creds = spec.credentials
-    sources: list[dict[str, Any]] = []
-
-    def add(ref: Any, path: str) -> None:
-        sources.append(
-            {"secret": {"name": ref.secret_name, "items": [{"key": ref.key, "path": path}]}}
-        )
-
-    if creds.netrc:
-        add(creds.netrc, "netrc")
-    if creds.git_config:
-        add(creds.git_config, "gitconfig")
-    if creds.git_credentials:
-        add(creds.git_credentials, "git-credentials")
-    for i, token in enumerate(creds.bearer_tokens):
-        add(token, f"token-{i}")
-    for i, db in enumerate(spec.go.sumdb.databases or []):
-        if db.key_secret:
-            add(db.key_secret, f"sumdb-key-{i}")
-    if spec.stats.password_secret:
-        add(spec.stats.password_secret, "stats-password")
+    sources = [
+        {"secret": {"name": f.ref.secret_name, "items": [{"key": f.ref.key, "path": f.file}]}}
+        for f in spec.secret_files()
+    ]
     if not sources:
         return None
     return {"name": "credentials", "projected": {"sources": sources, "defaultMode": 0o400}}
 
 
 def render_deployment(
-    spec: ModuleMirrorSpec,
+    spec: MirrorSpec,
     owner: Owner,
     *,
     image: str,

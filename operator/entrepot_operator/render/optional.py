@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from entrepot_operator.api import ModuleMirrorSpec
+from entrepot_operator.api import MirrorSpec
 from entrepot_operator.render.meta import (
     MIRROR_ANNOTATION,
+    MIRROR_KIND_ANNOTATION,
     Owner,
     cache_claim_name,
     labels,
@@ -16,7 +17,7 @@ from entrepot_operator.render.meta import (
 )
 
 
-def render_pvc(spec: ModuleMirrorSpec, owner: Owner) -> dict[str, Any] | None:
+def render_pvc(spec: MirrorSpec, owner: Owner) -> dict[str, Any] | None:
     if spec.storage.empty_dir is not None:
         return None
     pvc_spec: dict[str, Any] = {
@@ -26,7 +27,10 @@ def render_pvc(spec: ModuleMirrorSpec, owner: Owner) -> dict[str, Any] | None:
     if spec.storage.storage_class_name:
         pvc_spec["storageClassName"] = spec.storage.storage_class_name
     meta = metadata(owner, cache_claim_name(owner))
-    meta["annotations"] = {MIRROR_ANNOTATION: f"{owner.namespace}/{owner.name}"}
+    meta["annotations"] = {
+        MIRROR_ANNOTATION: f"{owner.namespace}/{owner.name}",
+        MIRROR_KIND_ANNOTATION: owner.kind,
+    }
     if spec.storage.deletion_policy == "Retain":
         # No owner: deleting the mirror leaves the cache (and its volume) in place. A server-side
         # apply without the reference also removes the one an earlier version put there.
@@ -39,7 +43,7 @@ def render_pvc(spec: ModuleMirrorSpec, owner: Owner) -> dict[str, Any] | None:
     }
 
 
-def render_pdb(spec: ModuleMirrorSpec, owner: Owner) -> dict[str, Any] | None:
+def render_pdb(spec: MirrorSpec, owner: Owner) -> dict[str, Any] | None:
     if spec.replicas <= 1:
         return None
     return {
@@ -50,7 +54,7 @@ def render_pdb(spec: ModuleMirrorSpec, owner: Owner) -> dict[str, Any] | None:
     }
 
 
-def render_ingress(spec: ModuleMirrorSpec, owner: Owner) -> dict[str, Any] | None:
+def render_ingress(spec: MirrorSpec, owner: Owner) -> dict[str, Any] | None:
     if spec.ingress is None:
         return None
     ingress_spec: dict[str, Any] = {
@@ -92,7 +96,7 @@ def target_labels(owner: Owner) -> dict[str, str]:
     return {re.sub(r"[^a-zA-Z0-9_]", "_", name): service[name] for name in TARGET_LABELS}
 
 
-def render_service_monitor(spec: ModuleMirrorSpec, owner: Owner) -> dict[str, Any]:
+def render_service_monitor(spec: MirrorSpec, owner: Owner) -> dict[str, Any]:
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "ServiceMonitor",
@@ -100,8 +104,8 @@ def render_service_monitor(spec: ModuleMirrorSpec, owner: Owner) -> dict[str, An
         "spec": {
             "selector": {"matchLabels": selector_labels(owner)},
             # Copied onto every series as app_kubernetes_io_part_of="entrepot" and
-            # app_kubernetes_io_component="module-mirror": what the chart's alerts select on
-            # (as scrape configs that map Service labels produce them too).
+            # app_kubernetes_io_component="module-mirror" (or "npm-mirror"): what the chart's
+            # alerts select on (as scrape configs that map Service labels produce them too).
             "targetLabels": list(TARGET_LABELS),
             "endpoints": [
                 {"port": "http", "path": "/metrics", "interval": spec.monitoring.interval}
