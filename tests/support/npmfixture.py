@@ -53,6 +53,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Literal
 
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from support.jsclients import Missing, npm_bin
 
 ABBREVIATED = "application/vnd.npm.install-v1+json"
@@ -79,6 +82,18 @@ ABBREVIATED_FIELDS = (
     "funding",
     "acceptDependencies",
 )
+AUDIT_PATHS = ("npm/v1/security/advisories/bulk", "npm/v1/security/audits/quick")
+# The one advisory the fixture knows (the shape of npm's bulk advisory endpoint).
+ADVISORY: Mapping[str, Any] = {
+    "id": 1000001,
+    "module_name": "fixture-old",
+    "url": "https://example.com/advisories/1000001",
+    "title": "Entrepot fixture advisory: fixture-old before 1.0.0",
+    "severity": "high",
+    "vulnerable_versions": "<1.0.0",
+    "cwe": ["CWE-20"],
+    "cvss": {"score": 7.5, "vectorString": None},
+}
 # Bumped whenever the files written into a package folder change shape: a new cache folder.
 _LAYOUT = "1"
 _MAINTAINERS = [{"name": "fixture", "email": "fixture@example.com"}]
@@ -99,6 +114,7 @@ class PackageVersion:
     dependencies: Mapping[str, str] = field(default_factory=dict)
     sha1_only: bool = False  # the packument has ``dist.shasum`` and no ``dist.integrity``
     deprecated: str | None = None
+    padding: int = 0  # bytes of incompressible filler (``filler.txt``): a large tarball
 
     @property
     def basename(self) -> str:
@@ -131,11 +147,24 @@ class PackageVersion:
             "exports.tree = () => [exports.id, deps.map((d) => require(d).tree())];\n"
         )
         readme = f"# {self.name}\n\nVersion {self.version} of a fixture package.\n"
-        return {
+        files = {
             "package.json": json.dumps(self.package_json(), indent=2) + "\n",
             "index.js": index,
             "README.md": readme,
         }
+        if self.padding:
+            files["filler.txt"] = _filler(f"{self.name}@{self.version}", self.padding)
+        return files
+
+
+def _filler(seed: str, size: int) -> str:
+    """``size`` characters that gzip cannot shrink much (base64 of a SHA-256 stream)."""
+    out = bytearray()
+    block = seed.encode()
+    while len(out) * 4 < size * 3 + 4:
+        block = hashlib.sha256(block).digest()
+        out += block
+    return base64.b64encode(bytes(out)).decode()[:size]
 
 
 def _at(year: int, month: int, day: int) -> dt.datetime:
@@ -491,6 +520,12 @@ class NpmFixture:
         self.url = ""  # set once the server has its port
         self.requests: Counter[str] = Counter()  # raw path (query included) -> count
         self.log: list[Seen] = []
+        self.audits: list[dict[str, list[str]]] = []  # what npm audit asked, decoded
+        self._key = ec.generate_private_key(ec.SECP256R1())  # signs dist.signatures
+        spki = self._key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        self.keyid = "SHA256:" + base64.b64encode(hashlib.sha256(spki).digest()).decode()
         self._lock = threading.Lock()
         self._behaviours: dict[str, Behaviour] = {}
         self._by_name: dict[str, list[PackageVersion]] = {}
@@ -528,6 +563,27 @@ class NpmFixture:
         if self.version(name, version).sha1_only:
             return "sha1-" + base64.b64encode(bytes.fromhex(tarball.shasum)).decode()
         return tarball.integrity
+
+    def signature(self, name: str, version: str) -> dict[str, str]:
+        """``dist.signatures[0]`` as npm's registry signs: ECDSA P-256 over
+        ``name@version:integrity``, checked by ``npm audit signatures`` with :meth:`keys`."""
+        message = f"{name}@{version}:{self.tarballs[name, version].integrity}".encode()
+        sig = self._key.sign(message, ec.ECDSA(hashes.SHA256()))
+        return {"keyid": self.keyid, "sig": base64.b64encode(sig).decode()}
+
+    def keys(self) -> dict[str, Any]:
+        """``GET /-/npm/v1/keys``: the public key the signatures verify with."""
+        der = self._key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        key = {
+            "expires": None,
+            "keyid": self.keyid,
+            "keytype": "ecdsa-sha2-nistp256",
+            "scheme": "ecdsa-sha2-nistp256",
+            "key": base64.b64encode(der).decode(),
+        }
+        return {"keys": [key]}
 
     def shasum(self, name: str, version: str) -> str:
         return self.tarballs[name, version].shasum
@@ -634,6 +690,9 @@ class NpmFixture:
             base_url=self.url,
             modified=modified,
         )
+        for number, version in full["versions"].items():
+            if "integrity" in version["dist"]:
+                version["dist"]["signatures"] = [self.signature(name, number)]
         document = _Document(
             full=json.dumps(full).encode(),
             abbreviated=json.dumps(abbreviate(full)).encode(),
@@ -658,6 +717,11 @@ class NpmFixture:
         if target.kind == "special":
             if target.rest == "ping":
                 return _Answer(200, {"Content-Type": "application/json"}, b"{}")
+            if target.rest == "v1/search":
+                return self._search(path)
+            if target.rest == "npm/v1/keys":
+                body = json.dumps(self.keys()).encode()
+                return _Answer(200, {"Content-Type": "application/json"}, body)
             return _json_error(404, "Not found")
         if target.name not in self._by_name:
             return _json_error(404, "Not found")
@@ -683,6 +747,58 @@ class NpmFixture:
         answer = self._encoded(body, headers, kind, modified=document.modified)
         answer.headers["Vary"] = "Accept, Accept-Encoding"
         return answer
+
+    def _search(self, path: str) -> _Answer:
+        """``/-/v1/search?text=``: the packages whose name holds the text, as npm's registry
+        shapes its answer (enough for ``npm search``)."""
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query)
+        text = query.get("text", [""])[0]
+        size = int(query.get("size", ["20"])[0])
+        objects = []
+        for name in self.names:
+            if text and text not in name:
+                continue
+            latest = self.dist_tags(name).get("latest")
+            version = self.version(name, latest) if latest else self._by_name[name][-1]
+            objects.append(
+                {
+                    "package": {
+                        "name": name,
+                        "version": version.version,
+                        "description": version.package_json()["description"],
+                        "date": _iso(version.published),
+                        "links": {},
+                        "publisher": {"username": "fixture", "email": "fixture@example.com"},
+                        "maintainers": [{"username": "fixture", "email": "fixture@example.com"}],
+                    },
+                    "score": {
+                        "final": 0.5,
+                        "detail": {"quality": 0.5, "popularity": 0.5, "maintenance": 0.5},
+                    },
+                    "searchScore": 1.0,
+                }
+            )
+        body = {
+            "objects": objects[:size],
+            "total": len(objects),
+            "time": _iso(dt.datetime.now(dt.UTC)),
+        }
+        return _Answer(200, {"Content-Type": "application/json"}, json.dumps(body).encode())
+
+    def post(self, path: str, headers: Mapping[str, str], body: bytes) -> _Answer:
+        """``npm audit``'s bulk advisory endpoint (a gzip JSON body ``{name: [versions]}``):
+        one advisory, on ``fixture-old`` below 1.0.0. The decoded requests are kept in
+        :attr:`audits`. Anything else is refused (the fixture is read-only)."""
+        target = parse_path(path)
+        if target is None or target.kind != "special" or target.rest not in AUDIT_PATHS:
+            return _json_error(405, "the npm fixture is read-only")
+        if headers.get("content-encoding", "").lower() == "gzip":
+            body = gzip.decompress(body)
+        asked: dict[str, list[str]] = json.loads(body or b"{}")
+        with self._lock:
+            self.audits.append(asked)
+        found = {name: [ADVISORY] for name in asked if name == ADVISORY["module_name"]}
+        return _Answer(200, {"Content-Type": "application/json"}, json.dumps(found).encode())
 
     def _encoded(
         self,
@@ -755,7 +871,18 @@ def _handler(fixture: NpmFixture) -> type[BaseHTTPRequestHandler]:
                 self.rfile.read(length)
             self._send(_json_error(405, "the npm fixture is read-only"), head=False)
 
-        do_PUT = do_POST = do_DELETE = _refuse
+        def do_POST(self) -> None:
+            headers = self._headers()
+            behaviour = fixture._record(self.command, self.path, headers)
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            if behaviour is not None and behaviour.fault == "status":
+                answer = _json_error(behaviour.status, "the npm fixture was told to fail")
+            else:
+                answer = fixture.post(self.path, headers, body)
+            self._send(answer, head=False)
+
+        do_PUT = do_DELETE = _refuse
 
         def _serve(self, *, head: bool) -> None:
             headers = self._headers()

@@ -210,7 +210,9 @@ class NpmHandlers:
         passed = await upstream.passthrough(
             request.method, rel, request.query, request.headers, request.body
         )
-        headers = dict(passed.headers)
+        # One spelling per name: the upstream's lower-case names beside ours would send two
+        # Content-Type fields (clients join them: "application/json, application/json").
+        headers = {k.title(): v for k, v in passed.headers.items()}
         headers.setdefault("Content-Type", JSON)
         headers["Cache-Control"] = "no-store"
         return Response(passed.status, body=passed.body, headers=headers)

@@ -193,6 +193,8 @@ class NpmService:
         package = self._packages.get(name)
         if package is None or self._age(package, now) > self.cache.packument_ttl:
             package = await self._load(name, package)
+        if package is not None and package.fingerprint != self.fingerprint and not write:
+            package = await self._recompute(name)
         if package is not None and not write and not force:
             state = self._freshness(self._age(package, now))
             if state == "fresh":
@@ -213,7 +215,7 @@ class NpmService:
             if remembered is not None:
                 return package, "hit", None
         try:
-            fresh = await self._fetch(name, remembered_ok=not write)
+            fresh = await self._fetch(name, write=write)
         except EntrepotError as e:
             if (
                 package is None
@@ -301,27 +303,46 @@ class NpmService:
         except ValueError as e:
             log.warning("ignoring an unreadable %s: %s", key, e)
             return None
-        if package.fingerprint != self.fingerprint:
-            # Computed with other settings (public URL, policy): compute again, from the
-            # stored upstream bytes when they are there.
-            package = replace(package, fetched=0.0)
         self._remember(name, package)
         return package
 
-    async def _fetch(self, name: str, *, remembered_ok: bool = True) -> Package:
+    async def _recompute(self, name: str) -> Package | None:
+        """Documents computed with other settings (public URL, policy, limits: a restart
+        with a new configuration) computed again from the stored upstream bytes, under the
+        store's lock, without asking the upstream: their age stays the upstream answer's, so
+        an unreachable upstream does not turn every cached package into an error. Without
+        stored bytes the package is due for a fetch (``fetched`` 0)."""
+        key = self._index_key(name)
+        async with self.storage.exclusive(key):
+            known = await self._load(name, self._packages.get(name))
+            if known is None or known.fingerprint == self.fingerprint:
+                return known  # gone, or another worker computed it meanwhile
+            raw = await self.storage.get(self._upstream_key(name))
+            if raw is None:
+                stale = replace(known, fetched=0.0)
+                self._remember(name, stale)
+                return stale
+            docs = await self._compute(name, raw, self.clock())
+            return await self._publish(name, docs, known.upstream_etag, known.fetched, known)
+
+    async def _fetch(self, name: str, *, write: bool = False) -> Package:
+        """The package refreshed from the upstream, one fetch per key for concurrent askers
+        in this worker (the store's lock coalesces the workers). ``write`` (``?write=true``)
+        ignores a remembered failure and any copy another asker just fetched."""
         key = self._index_key(name)
         now = self.clock()
-        if remembered_ok:
+        if not write:
             remembered = self.failures.get(key, now)
             if remembered is not None:
                 self.metrics.record_cache("packument", "negative")
                 raise remembered
-        if key not in self.flights:
+        flight = f"{key}?write" if write else key
+        if flight not in self.flights:
             self._admit(key)
         try:
-            result, led = await self.flights.run(key, lambda: self._refresh(name))
+            result, led = await self.flights.run(flight, lambda: self._refresh(name, write=write))
         except EntrepotError as e:
-            self.failures.put(key, e, self.clock())
+            self.failures.put(key, _rememberable(e), self.clock())
             raise
         if not led:
             self.metrics.coalesced.labels("packument").inc()
@@ -334,24 +355,30 @@ class NpmService:
                 f"{key}: the mirror is busy ({len(self.flights)} fetches in flight); retry shortly"
             )
 
-    async def _refresh(self, name: str, *, background: bool = False) -> Package:
+    async def _refresh(
+        self, name: str, *, background: bool = False, write: bool = False
+    ) -> Package:
         """Ask the upstream (conditionally), compute when it changed, publish. Under the
-        store's lock: N workers asking at once make one upstream request."""
+        store's lock: N workers asking at once make one upstream request (a worker that
+        finds the index rewritten while it waited for the lock takes that one)."""
         key = self._index_key(name)
+        seen = await self.storage.stat(key)
+        before = None if seen is None else (seen.mtime_ns, seen.size)
         try:
             async with self.storage.exclusive(key):
                 known = await self._load(name, self._packages.get(name))
                 if (
                     known is not None
                     and not background
+                    and not write
                     and known.fingerprint == self.fingerprint
-                    and self._age(known, self.clock()) < 1.0
+                    and (known.stamp != before or self._age(known, self.clock()) < 1.0)
                 ):
-                    return known  # another worker refreshed it a moment ago
+                    return known  # another worker refreshed it meanwhile
                 package = await self._ask(name, known)
         except EntrepotError as e:
             if background:
-                self.failures.put(key, e, self.clock())
+                self.failures.put(key, _rememberable(e), self.clock())
                 self.metrics.record_refresh("packument", "error")
                 log.warning("background refresh of %s failed, keeping the stored copy: %s", name, e)
             raise
@@ -497,18 +524,22 @@ class NpmService:
     async def tarball(self, name: str, version: str) -> Tarball:
         self.check_name_policy(name)
         key = names.tarball_key(name, version)
+        remembered = self.failures.get(key, self.clock())
+        if remembered is not None:  # before _entry: a missing version refreshes only once
+            self.metrics.record_cache("tarball", "negative")
+            raise remembered
         package = self._packages.get(name)
         if package is None:
             package, _, _ = await self.package(name)
-        entry = await self._entry(name, version, package)
+        try:
+            entry = await self._entry(name, version, package)
+        except NotFoundError as e:
+            self.failures.put(key, e, self.clock())
+            raise
         blob = await self.storage.stat(key)
         if blob is not None:
             self.metrics.record_cache("tarball", "hit")
             return Tarball(blob, "hit")
-        remembered = self.failures.get(key, self.clock())
-        if remembered is not None:
-            self.metrics.record_cache("tarball", "negative")
-            raise remembered
         if key not in self.flights:
             self._admit(key)
         try:
@@ -516,7 +547,7 @@ class NpmService:
                 key, lambda: self._fetch_tarball(name, version, entry, key)
             )
         except EntrepotError as e:
-            self.failures.put(key, e, self.clock())
+            self.failures.put(key, _rememberable(e), self.clock())
             raise
         if not led:
             self.metrics.coalesced.labels("tarball").inc()
@@ -602,6 +633,21 @@ class NpmService:
 
     async def close(self, grace: float) -> None:
         await self.flights.drain(grace)
+
+
+def _rememberable(error: EntrepotError) -> EntrepotError:
+    """The error as the failure cache can give it again: it rebuilds an error from its class
+    and message alone, which IntegrityError and TarballTooLargeError (keyword-only details)
+    do not accept; the nearest class that does keeps the status and the message."""
+    for kind in type(error).__mro__:
+        if not issubclass(kind, EntrepotError):
+            break
+        try:
+            kind(error.message)
+        except TypeError:
+            continue
+        return error if kind is type(error) else kind(error.message)
+    return UpstreamError(error.message)
 
 
 def _index_bytes(package: Package) -> bytes:

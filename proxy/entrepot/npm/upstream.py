@@ -29,7 +29,7 @@ from entrepot.errors import (
     VerificationError,
 )
 from entrepot.npm import names
-from entrepot.npm.integrity import TarballTooLargeError, Verifier
+from entrepot.npm.integrity import IntegrityError, TarballTooLargeError, Verifier
 
 MAX_REDIRECTS = 5
 RATE_WINDOW = 30.0
@@ -126,7 +126,7 @@ class NpmUpstream:
         headers = {"Accept": "application/json", "Accept-Encoding": "gzip"}
         if etag:
             headers["If-None-Match"] = etag
-        url = self.base_url + names.url_path(name)
+        url = self.base_url + names.url_path(name)[1:]  # base_url ends in '/'
         what = f"packument of {name}"
         async with (
             self._deadline(what, self._small_deadline, "npm.upstream_timeout"),
@@ -191,6 +191,16 @@ class NpmUpstream:
             except httpx.TimeoutException as e:
                 raise UpstreamTimeoutError(f"{self.name}: timed out reading {what}") from e
             except httpx.HTTPError as e:
+                if (
+                    verifier.expected_length is not None
+                    and verifier.size < verifier.expected_length
+                ):
+                    # The connection closed before the announced length: a truncated tarball
+                    # (refused and counted as such), not a mere transport error.
+                    try:
+                        verifier.finish()
+                    except IntegrityError as cut:
+                        raise cut from e
                 raise UpstreamError(f"{self.name}: reading {what} failed: {e}") from e
         verifier.finish()
 

@@ -1,0 +1,142 @@
+"""The npm endpoints (NpmHandlers) over a service whose upstream is httpx.MockTransport."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from npm_fake import Clock, Registry, make_service
+
+from entrepot.config import NpmPolicy
+from entrepot.npm.handlers import CORGI, NpmHandlers, representation
+from entrepot.web.http import AnyResponse, FileResponse, Request, Response
+
+PREFIX = "/npm/"
+
+
+def headers_of(response: AnyResponse) -> dict[str, list[str]]:
+    """Every header field as sent (names lower-cased, repeated names kept apart)."""
+    found: dict[str, list[str]] = {}
+    if isinstance(response, Response) and response.fields is not None:
+        pairs = [
+            line.split(": ", 1) for line in response.fields.decode("latin-1").splitlines() if line
+        ]
+    else:
+        pairs = [[k, v] for k, v in response.headers.items()]
+    for name, value in pairs:
+        found.setdefault(name.lower(), []).append(value)
+    return found
+
+
+def header(response: AnyResponse, name: str) -> str:
+    (value,) = headers_of(response)[name]
+    return value
+
+
+@pytest.fixture
+def handlers(tmp_path: Path) -> NpmHandlers:
+    registry = Registry({"left": {"1.0.0": 1.6e9, "1.1.0": 1.6e9 + 10}, "@s/p": {"2.0.0": 1.6e9}})
+    service = make_service(tmp_path, registry, Clock(), policy=NpmPolicy(private=["@corp/*"]))
+    return NpmHandlers(service, prefix=PREFIX)
+
+
+async def get(
+    handlers: NpmHandlers, path: str, *, method: str = "GET", query: str = "", **headers: str
+) -> AnyResponse:
+    request = Request(method, PREFIX + path, {k.replace("_", "-"): v for k, v in headers.items()})
+    request.query = query
+    return await handlers.handle(request)
+
+
+@pytest.mark.parametrize(
+    ("accept", "encoding", "rep"),
+    [
+        ("", "", "full"),
+        ("application/json", "gzip, deflate, br", "full.gz"),
+        (f"{CORGI}; q=1.0, application/json; q=0.8, */*", "gzip", "abbreviated.gz"),
+        (CORGI, "identity", "abbreviated"),
+        ("application/json", "gzip;q=0", "full"),
+        ("*/*", "*", "full.gz"),
+    ],
+)
+def test_the_representation_follows_accept_and_accept_encoding(
+    accept: str, encoding: str, rep: str
+) -> None:
+    assert representation(accept, encoding) == rep
+
+
+async def test_304_for_either_encodings_etag_and_for_if_modified_since(
+    handlers: NpmHandlers,
+) -> None:
+    plain = await get(handlers, "left", accept="application/json")
+    zipped = await get(handlers, "left", accept="application/json", accept_encoding="gzip")
+    assert header(zipped, "content-encoding") == "gzip"
+    for etag in (header(plain, "etag"), header(zipped, "etag")):
+        for encoding in ("identity", "gzip"):
+            answer = await get(handlers, "left", if_none_match=etag, accept_encoding=encoding)
+            assert answer.status == 304
+            assert isinstance(answer, Response)
+            assert answer.body == b""
+            assert header(answer, "vary") == "Accept, Accept-Encoding"
+    since = header(plain, "last-modified")
+    assert (await get(handlers, "left", if_modified_since=since)).status == 304
+    # If-None-Match wins over If-Modified-Since.
+    assert (await get(handlers, "left", if_modified_since=since, if_none_match='"x"')).status == 200
+    corgi = await get(handlers, "left", accept=CORGI, if_none_match=header(plain, "etag"))
+    assert corgi.status == 200  # another document: another ETag
+    assert header(corgi, "content-type") == CORGI
+
+
+async def test_write_true_is_never_cached(handlers: NpmHandlers) -> None:
+    answer = await get(handlers, "left", query="write=true")
+    assert answer.status == 200
+    assert header(answer, "cache-control") == "no-store"
+    assert header(answer, "x-entrepot-cache") == "bypass"
+
+
+async def test_errors_are_json_with_error_and_reason(handlers: NpmHandlers) -> None:
+    for path, status in [
+        ("@corp%2fsecret", 404),
+        ("@corp/secret/-/secret-1.0.0.tgz", 404),
+        ("nothing-here", 404),
+        ("left/9.9.9", 404),
+        ("-/not-an-endpoint", 404),
+    ]:
+        answer = await get(handlers, path)
+        assert answer.status == status, path
+        assert isinstance(answer, Response)
+        body = json.loads(answer.body)
+        assert body["error"]
+        assert body["reason"] == body["error"]
+        assert header(answer, "content-type") == "application/json"
+    put = await get(handlers, "left", method="PUT")
+    assert put.status == 405
+    assert header(put, "allow") == "GET, HEAD"
+    assert isinstance(put, Response)
+    assert "read-only" in json.loads(put.body)["error"]
+
+
+async def test_a_passed_through_answer_has_one_content_type(handlers: NpmHandlers) -> None:
+    """Guards a bug: the upstream's lower-case content-type beside our Content-Type sent the
+    field twice (clients saw "application/json, application/json")."""
+    answer = await get(handlers, "-/ping", query="write=true")
+    assert answer.status == 200
+    assert headers_of(answer)["content-type"] == ["application/json"]
+    assert header(answer, "cache-control") == "no-store"
+
+
+async def test_versions_tags_and_tarballs(handlers: NpmHandlers) -> None:
+    one = await get(handlers, "@s%2Fp/2.0.0")
+    assert isinstance(one, Response)
+    assert json.loads(one.body)["version"] == "2.0.0"
+    latest = await get(handlers, "left/latest")
+    assert isinstance(latest, Response)
+    assert json.loads(latest.body)["version"] == "1.1.0"
+    tarball = await get(handlers, "@s/p/-/p-2.0.0.tgz")
+    assert isinstance(tarball, FileResponse)
+    assert tarball.path.read_bytes() == Registry({}).tarball("@s/p", "2.0.0")
+    assert "immutable" in header(tarball, "cache-control")
+    root = await get(handlers, "")
+    assert isinstance(root, Response)
+    assert json.loads(root.body)["db_name"] == "registry"

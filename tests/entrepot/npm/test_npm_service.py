@@ -1,0 +1,266 @@
+"""NpmService's freshness, policy and coalescing, with an httpx.MockTransport upstream.
+
+The cases real clients cannot reach in a bounded time: a clock moved past TTLs (SWR, max
+stale, the negative cache, a version coming of age), a 304 from the upstream, a restart with
+another policy, and concurrent cold fetches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+from npm_fake import Clock, Registry, document, make_service
+
+from entrepot.config import NpmCache, NpmPolicy
+from entrepot.errors import (
+    ForbiddenError,
+    NotFoundError,
+    UpstreamError,
+    VerificationError,
+)
+
+OLD = time.time() - 86400 * 400
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def registry() -> Registry:
+    return Registry({"left": {"1.0.0": OLD, "1.1.0": OLD + 10}, "@s/p": {"2.0.0": OLD}})
+
+
+async def test_stale_while_revalidate_serves_at_once_and_refreshes_behind(
+    tmp_path: Path, registry: Registry, clock: Clock
+) -> None:
+    svc = make_service(
+        tmp_path, registry, clock, cache=NpmCache(packument_ttl=10, stale_while_revalidate=100)
+    )
+    first = await svc.document("left", "full")
+    assert first.cache == "miss"
+    registry.releases["left"]["1.2.0"] = OLD + 20  # an upstream change
+    clock.now += 50  # past the TTL, within SWR
+    registry.gate = asyncio.Event()
+    served = await svc.document("left", "full")  # does not wait for the (held) upstream
+    assert served.cache == "hit"
+    assert "1.2.0" not in document(served.body)["versions"]
+    registry.gate.set()
+    await svc.flights.drain(5)
+    assert registry.packument_hits("left") == 2
+    assert registry.conditional["/left"] == 1
+    after = await svc.document("left", "full")
+    assert "1.2.0" in document(after.body)["versions"]
+    assert after.etag != first.etag
+    assert registry.packument_hits("left") == 2
+
+
+async def test_stale_if_error_until_max_stale_then_the_error(
+    tmp_path: Path, registry: Registry, clock: Clock
+) -> None:
+    cache = NpmCache(packument_ttl=10, stale_while_revalidate=0, max_stale=100, error_ttl=0)
+    svc = make_service(tmp_path, registry, clock, cache=cache)
+    await svc.document("left", "full")
+    registry.failing = 503
+    clock.now += 50
+    stale = await svc.document("left", "abbreviated")
+    assert stale.cache == "stale"
+    assert stale.stale_reason is not None
+    assert "503" in stale.stale_reason
+    clock.now += 100  # 150 s old: past TTL + max_stale
+    with pytest.raises(UpstreamError, match="503"):
+        await svc.document("left", "full")
+    registry.failing = None
+    clock.now += 1
+    assert (await svc.document("left", "full")).cache == "hit"
+
+
+async def test_a_remembered_failure_serves_stale_without_asking_again(
+    tmp_path: Path, registry: Registry, clock: Clock
+) -> None:
+    cache = NpmCache(packument_ttl=10, stale_while_revalidate=0, error_ttl=30)
+    svc = make_service(tmp_path, registry, clock, cache=cache)
+    await svc.document("left", "full")
+    registry.failing = 500
+    clock.now += 20
+    for _ in range(3):
+        assert (await svc.document("left", "full")).cache == "stale"
+    assert registry.packument_hits("left") == 2  # the failure is remembered for error_ttl
+
+
+async def test_not_found_is_remembered_for_the_negative_ttl(
+    tmp_path: Path, registry: Registry, clock: Clock
+) -> None:
+    svc = make_service(tmp_path, registry, clock, cache=NpmCache(negative_ttl=60))
+    for _ in range(3):
+        with pytest.raises(NotFoundError):
+            await svc.document("ghost", "full")
+    assert registry.packument_hits("ghost") == 1
+    registry.releases["ghost"] = {"1.0.0": OLD}  # published upstream meanwhile
+    clock.now += 30
+    with pytest.raises(NotFoundError):
+        await svc.document("ghost", "full")
+    clock.now += 31
+    assert (await svc.document("ghost", "full")).cache == "miss"
+    assert registry.packument_hits("ghost") == 2
+
+
+async def test_an_upstream_304_keeps_the_documents_and_refreshes_fetched(
+    tmp_path: Path, registry: Registry, clock: Clock
+) -> None:
+    cache = NpmCache(packument_ttl=10, stale_while_revalidate=0)
+    svc = make_service(tmp_path, registry, clock, cache=cache)
+    first, _, _ = await svc.package("left")
+    clock.now += 20
+    second, _, _ = await svc.package("left")
+    assert registry.conditional["/left"] == 1  # asked with the upstream's ETag: 304
+    assert second.files == first.files
+    assert second.index.etags == first.index.etags
+    assert second.fetched == clock.now
+    clock.now += 5  # fresh again: not asked
+    await svc.package("left")
+    assert registry.packument_hits("left") == 2
+
+
+async def test_a_policy_change_recomputes_from_the_stored_upstream_bytes(
+    tmp_path: Path, registry: Registry, clock: Clock
+) -> None:
+    svc = make_service(tmp_path, registry, clock)
+    assert set(document((await svc.document("left", "full")).body)["versions"]) == {
+        "1.0.0",
+        "1.1.0",
+    }
+    # A restart with another policy (a new fingerprint), the upstream unreachable: the
+    # stored upstream bytes are computed again with it, without an upstream request.
+    registry.failing = 503
+    policy = NpmPolicy(blocked=["left@1.1.0"])
+    again = make_service(tmp_path, registry, clock, policy=policy)
+    doc = await again.document("left", "full")
+    assert doc.stale_reason is None
+    parsed = document(doc.body)
+    assert set(parsed["versions"]) == {"1.0.0"}
+    assert parsed["dist-tags"]["latest"] == "1.0.0"
+    assert registry.packument_hits("left") == 1
+    with pytest.raises(ForbiddenError):
+        await again.tarball("left", "1.1.0")
+
+
+async def test_a_too_new_version_comes_of_age_on_refresh(
+    tmp_path: Path, registry: Registry, clock: Clock
+) -> None:
+    registry.releases["young"] = {"1.0.0": OLD, "1.1.0": clock.now - 1800}
+    cache = NpmCache(packument_ttl=60, stale_while_revalidate=0)
+    svc = make_service(
+        tmp_path, registry, clock, cache=cache, policy=NpmPolicy(min_release_age=3600)
+    )
+    parsed = document((await svc.document("young", "full")).body)
+    assert set(parsed["versions"]) == {"1.0.0"}
+    assert parsed["dist-tags"]["latest"] == "1.0.0"
+    with pytest.raises(NotFoundError, match="minimum release age"):
+        await svc.tarball("young", "1.1.0")
+    clock.now += 1801  # old enough now; the upstream answers 304
+    parsed = document((await svc.document("young", "abbreviated")).body)
+    assert set(parsed["versions"]) == {"1.0.0", "1.1.0"}
+    assert parsed["dist-tags"]["latest"] == "1.1.0"
+    assert registry.conditional["/young"] >= 1
+    tarball = await svc.tarball("young", "1.1.0")
+    assert tarball.blob.path is not None
+    assert tarball.blob.path.read_bytes() == registry.tarball("young", "1.1.0")
+
+
+async def test_exempt_names_skip_the_minimum_release_age(
+    tmp_path: Path, registry: Registry, clock: Clock
+) -> None:
+    registry.releases["@corp/young"] = {"1.0.0": OLD, "1.1.0": clock.now - 60}
+    policy = NpmPolicy(min_release_age=3600, min_release_age_exempt=["@corp/*"])
+    svc = make_service(tmp_path, registry, clock, policy=policy)
+    parsed = document((await svc.document("@corp/young", "full")).body)
+    assert parsed["dist-tags"]["latest"] == "1.1.0"
+
+
+async def test_an_unknown_version_refreshes_the_packument_once(
+    tmp_path: Path, registry: Registry, clock: Clock
+) -> None:
+    svc = make_service(tmp_path, registry, clock, cache=NpmCache(negative_ttl=60))
+    await svc.document("left", "full")
+    registry.releases["left"]["1.2.0"] = OLD + 30  # published after the packument was stored
+    clock.now += 2
+    tarball = await svc.tarball("left", "1.2.0")
+    assert tarball.cache == "miss"
+    assert registry.packument_hits("left") == 2
+    # A version that does not exist: one forced refresh, then the answer is remembered.
+    clock.now += 2
+    for _ in range(3):
+        with pytest.raises(NotFoundError):
+            await svc.tarball("left", "9.9.9")
+    assert registry.packument_hits("left") == 3
+
+
+async def test_hidden_versions_have_no_tarball(
+    tmp_path: Path, registry: Registry, clock: Clock
+) -> None:
+    policy = NpmPolicy(blocked=["left@1.1.0", "@s/*"], private=["@corp/*"])
+    svc = make_service(tmp_path, registry, clock, policy=policy)
+    with pytest.raises(ForbiddenError, match=r"left@1\.1\.0"):
+        await svc.tarball("left", "1.1.0")
+    with pytest.raises(ForbiddenError):
+        await svc.tarball("@s/p", "2.0.0")
+    with pytest.raises(NotFoundError, match="private"):
+        await svc.tarball("@corp/x", "1.0.0")
+    assert (await svc.tarball("left", "1.0.0")).cache == "miss"
+    assert sum(v for k, v in registry.hits.items() if k.endswith(".tgz")) == 1
+    assert registry.packument_hits("@s/p") == 0
+    assert registry.packument_hits("@corp/x") == 0
+
+
+async def test_concurrent_tarball_and_packument_fetches_are_coalesced(
+    tmp_path: Path, registry: Registry, clock: Clock
+) -> None:
+    svc = make_service(tmp_path, registry, clock)
+    registry.gate = asyncio.Event()
+    packuments = [asyncio.create_task(svc.document("@s/p", "full")) for _ in range(20)]
+    await asyncio.sleep(0.05)
+    registry.gate.set()
+    assert len({(await t).etag for t in packuments}) == 1
+    assert registry.packument_hits("@s/p") == 1
+
+    registry.gate = asyncio.Event()
+    tarballs = [asyncio.create_task(svc.tarball("@s/p", "2.0.0")) for _ in range(20)]
+    await asyncio.sleep(0.05)
+    registry.gate.set()
+    results = [await t for t in tarballs]
+    assert {r.blob.key for r in results} == {results[0].blob.key}
+    assert registry.hits["/@s/p/-/p-2.0.0.tgz"] == 1
+    assert svc.metrics.coalesced.labels("tarball")._value.get() == 19
+
+
+async def test_a_tampered_tarball_is_refused_not_stored_and_counted(
+    tmp_path: Path, registry: Registry, clock: Clock
+) -> None:
+    svc = make_service(tmp_path, registry, clock, cache=NpmCache(error_ttl=5))
+    registry.tampered = True
+    with pytest.raises(VerificationError, match=r"left@1\.0\.0"):
+        await svc.tarball("left", "1.0.0")
+    assert not list((tmp_path / "data").rglob("*.tgz"))
+    assert svc.metrics.npm_refused.labels("integrity")._value.get() == 1
+    registry.tampered = False
+    with pytest.raises(VerificationError):  # remembered for error_ttl
+        await svc.tarball("left", "1.0.0")
+    clock.now += 6
+    assert (await svc.tarball("left", "1.0.0")).cache == "miss"
+
+
+async def test_write_true_always_asks_the_upstream(
+    tmp_path: Path, registry: Registry, clock: Clock
+) -> None:
+    """Guards a bug: ?write=true within a second of another fetch was served from the cache
+    (the shortcut meant for workers that waited on the store's lock)."""
+    svc = make_service(tmp_path, registry, clock)
+    await svc.document("left", "full")
+    for _ in range(3):
+        await svc.document("left", "full", write=True)
+    assert registry.packument_hits("left") == 4
