@@ -140,3 +140,21 @@ async def test_versions_tags_and_tarballs(handlers: NpmHandlers) -> None:
     root = await get(handlers, "")
     assert isinstance(root, Response)
     assert json.loads(root.body)["db_name"] == "registry"
+
+
+async def test_a_large_document_is_sent_from_its_file(tmp_path: Path) -> None:
+    """Over IN_MEMORY_BYTES a document goes out with sendfile; its headers are the same."""
+    registry = Registry({"big": {f"1.{i}.0": 1.6e9 + i for i in range(1500)}})
+    handlers = NpmHandlers(make_service(tmp_path, registry, Clock()), prefix=PREFIX)
+    answer = await get(handlers, "big", accept="application/json")
+    assert isinstance(answer, FileResponse)
+    assert answer.size > 256 << 10
+    assert json.loads(answer.path.read_bytes())["dist-tags"]["latest"] == "1.1499.0"
+    assert answer.etag == answer.headers["ETag"]
+    assert answer.headers["Vary"] == "Accept, Accept-Encoding"
+    # Its gzip form is small enough to be answered from memory, with the other ETag.
+    zipped = await get(handlers, "big", accept="application/json", accept_encoding="gzip")
+    assert header(zipped, "content-encoding") == "gzip"
+    assert header(zipped, "etag") != answer.etag
+    again = await get(handlers, "big", accept_encoding="gzip", if_none_match=answer.etag)
+    assert again.status == 304
