@@ -315,6 +315,14 @@ def test_an_npm_mirror_named_like_a_module_mirror_takes_nothing_of_it(kube: Any,
     cond = wait(conflict, 30, "the NpmMirror says NameConflict")
     assert "belongs to ModuleMirror shared" in cond["message"]
     assert "need different names" in cond["message"]
+    wait(
+        lambda: any(
+            e["reason"] == "NameConflict" and e["involvedObject"]["kind"] == "NpmMirror"
+            for e in warnings_of(kube, ns, "shared")
+        ),
+        30,
+        "a Warning Event on the NpmMirror",
+    )
     assert get(kube, "configmap", "shared-config", "-n", ns)["data"] == config["data"]
     deployment = get(kube, "deployment", "shared", "-n", ns)
     assert deployment["metadata"]["ownerReferences"][0]["kind"] == "ModuleMirror"
@@ -598,7 +606,6 @@ def test_the_rendered_mirror_serves_the_go_command(kube: Any, ns: str, tmp_path:
             assert info["Version"] == "v1.1.0"
 
 
-@pytest.mark.skip(reason="`entrepot serve` cannot run go.enabled: false yet (the npm service)")
 @pytest.mark.usefixtures("operator")
 def test_the_rendered_npm_mirror_serves_the_npm_client(kube: Any, ns: str, tmp_path: Path) -> None:
     """Take the ConfigMap and container args the operator wrote for an NpmMirror, run

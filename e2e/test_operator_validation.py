@@ -359,3 +359,28 @@ def test_an_empty_dir_mirror_keeps_its_kind_but_nothing_else_is_fixed(kube: Kube
         apply(kube, ns, mirror("scratch", storage={"size": "1Gi"})),
         "storage.emptyDir cannot change on an existing mirror",
     )
+
+
+def test_kubectl_explain_describes_both_kinds(kube: Kube, crd: None) -> None:
+    """The CRDs' descriptions (the server's own, for the fields it shares) reach `kubectl
+    explain`, which reads the OpenAPI the API server publishes a moment after the CRD."""
+
+    def explained(field: str) -> str:
+        done = kube("explain", field, check=False)
+        return done.stdout if done.returncode == 0 else ""
+
+    text = wait_for(lambda: explained("npmmirror.spec.npm.policy.minReleaseAge"), 30)
+    assert "Versions published less than this long ago" in " ".join(text.split())
+    text = wait_for(lambda: explained("npmmirror.status.url"), 30)
+    assert "npm_config_registry" in text
+    text = wait_for(lambda: explained("modulemirror.status.url"), 30)
+    assert "GOPROXY" in text
+
+
+def wait_for(probe: Callable[[], str], timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = probe()
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)

@@ -35,6 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         from pathlib import Path
 
+        Path(args.out).mkdir(parents=True, exist_ok=True)
         for kind in KINDS:
             path = Path(args.out) / file_name(kind)
             path.write_text(crd_yaml(kind))

@@ -27,11 +27,12 @@ def test_crds_prints_the_generated_crds() -> None:
 
 def test_crds_out_writes_one_file_per_kind(tmp_path: Path) -> None:
     subprocess.run(
-        [sys.executable, "-m", "entrepot_operator.cli", "crds", "--out", str(tmp_path)],
+        [sys.executable, "-m", "entrepot_operator.cli", "crds", "--out", str(tmp_path / "crds")],
         capture_output=True,
         check=True,
         timeout=60,
     )
+    tmp_path /= "crds"  # made when missing
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "entrepot.dev_modulemirrors.yaml",
         "entrepot.dev_npmmirrors.yaml",

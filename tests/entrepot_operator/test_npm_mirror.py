@@ -155,6 +155,7 @@ def test_the_crd_checks_what_the_model_checks() -> None:
 def test_the_config_serves_npm_alone_at_the_root() -> None:
     config = config_of(spec(npm={"policy": {"minReleaseAge": "3d", "private": ["@corp/*"]}}))
     assert config["go"]["enabled"] is False
+    assert config["go"]["proxy"] == "off"  # no Go upstream either
     npm = config["npm"]
     assert (npm["enabled"], npm["prefix"], npm["upstream"]) == (True, "/", UPSTREAM)
     assert npm["policy"]["min_release_age"] == "3d"

@@ -87,7 +87,9 @@ def npm_sections(spec: NpmMirrorSpec, owner: Owner) -> Sections:
     npm = spec.npm
     creds = npm.credentials
     return {
-        "go": {"enabled": False},
+        # No Go upstream either ("off"): nothing of Go is served or fetched, and a server
+        # that builds its Go routes anyway (entrepot.app.build_router) finds a valid chain.
+        "go": {"enabled": False, "proxy": "off"},
         "npm": {
             "enabled": True,
             "prefix": "/",
