@@ -127,7 +127,7 @@ class FailureCache:
         if key in self._items:
             self._drop(key)
         message = error.message
-        self._items[key] = (now + ttl, type(error), message)
+        self._items[key] = (now + ttl, _rebuildable(error), message)
         self.used += self._cost(key, message)
         while self.used > self.max_bytes and self._items:
             self._drop(next(iter(self._items)))
@@ -146,3 +146,18 @@ class FailureCache:
     def _drop(self, key: str) -> None:
         _, _, message = self._items.pop(key)
         self.used -= self._cost(key, message)
+
+
+def _rebuildable(error: EntrepotError) -> type[EntrepotError]:
+    """The nearest class of ``error`` that can be built again from its message alone (the
+    cache keeps only class and message): an error with keyword-only details (npm's
+    IntegrityError) is given again as its base class, which keeps the status and the text."""
+    for kind in type(error).__mro__:
+        if not (isinstance(kind, type) and issubclass(kind, EntrepotError)):
+            break
+        try:
+            kind(error.message)
+        except TypeError:
+            continue
+        return kind
+    return UpstreamError

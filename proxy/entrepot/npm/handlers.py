@@ -6,16 +6,20 @@ Errors are JSON, as npm clients expect: ``{"error": "...", "reason": "..."}``.
 from __future__ import annotations
 
 import json
+import zlib
+from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 from entrepot import __version__
-from entrepot.errors import EntrepotError, NotFoundError
+from entrepot.errors import EntrepotError, InvalidRequestError, NotFoundError
 from entrepot.metrics import CacheResult
 from entrepot.npm.names import parse_path
 from entrepot.npm.packument import Representation
 from entrepot.npm.service import Document, NpmService
 from entrepot.web.http import AnyResponse, FileResponse, Request, Response, render_fields
 from entrepot.web.responses import (
+    blob_headers,
     etag_matches,
     file_response,
     header_safe,
@@ -26,16 +30,26 @@ from entrepot.web.responses import (
 JSON = "application/json"
 CORGI = "application/vnd.npm.install-v1+json"
 IMMUTABLE = "public, max-age=31536000, immutable"
-PASSED = (
-    "-/v1/search",
+GET = frozenset({"GET", "HEAD"})
+POST = frozenset({"POST"})
+PASSED: dict[str, frozenset[str]] = {
+    "-/v1/search": GET,
+    "-/ping": GET,
+    "-/npm/v1/keys": GET,
+    "-/npm/v1/security/advisories/bulk": POST,
+    "-/npm/v1/security/audits/quick": POST,
+    "-/npm/v1/security/audits": POST,
+}
+"""Registry endpoints passed to the upstream (never cached), each with the methods it takes:
+nothing else reaches the upstream with the mirror's credentials. Attestations
+(``-/npm/v1/attestations/<name>@<version>``) are passed on too, GET only."""
+ATTESTATIONS = "-/npm/v1/attestations/"
+AUDITS = (
     "-/npm/v1/security/advisories/bulk",
     "-/npm/v1/security/audits/quick",
     "-/npm/v1/security/audits",
-    "-/npm/v1/keys",
-    "-/npm/v1/attestations/",
-    "-/ping",
 )
-"""Registry endpoints passed to the upstream unchanged (never cached as packages)."""
+MAX_AUDIT_BYTES = 64 << 20
 
 
 def json_error(error: Exception) -> Response:
@@ -118,14 +132,11 @@ class NpmHandlers:
             request.version = req.version
             tarball = await self.service.tarball(req.name, req.version)
             request.cache = tarball.cache
-            return file_response(
-                tarball.blob,
-                {
-                    "Content-Type": "application/octet-stream",
-                    "Cache-Control": IMMUTABLE,
-                    "X-Entrepot-Cache": tarball.cache,
-                },
+            headers = blob_headers(
+                tarball.blob, content_type="application/octet-stream", cache_control=IMMUTABLE
             )
+            headers["X-Entrepot-Cache"] = tarball.cache
+            return file_response(tarball.blob, headers)
         if req.kind == "version":
             request.endpoint = "manifest"
             ref = req.version or req.tag
@@ -204,15 +215,72 @@ class NpmHandlers:
         return Response(body=body, headers={"Content-Type": JSON, "Cache-Control": "no-store"})
 
     async def _registry_endpoint(self, request: Request, rel: str) -> Response:
-        if not rel.startswith(PASSED):
+        methods = PASSED.get(rel)
+        if methods is None and rel.startswith(ATTESTATIONS):
+            spec = rel[len(ATTESTATIONS) :]
+            name, _, version = spec.rpartition("@")
+            parse_path(f"/{name}/{version}")  # a valid name and version, nothing else
+            methods = GET
+        if methods is None:
             raise NotFoundError(f"/{rel} is not served by this mirror")
+        if request.method not in methods:
+            return Response(
+                405,
+                body=json.dumps({"error": f"{request.method} /{rel} is not served"}).encode(),
+                headers={"Content-Type": JSON, "Allow": ", ".join(sorted(methods))},
+            )
+        body = request.body
+        if rel in AUDITS and self.service.policy.private:
+            body = without_private(body, request.headers, self.service.is_private)
         upstream = self.service.upstream_or_raise()
-        passed = await upstream.passthrough(
-            request.method, rel, request.query, request.headers, request.body
-        )
+        headers_in = dict(request.headers)
+        if body is not request.body:
+            headers_in.pop("content-encoding", None)
+        passed = await upstream.passthrough(request.method, rel, request.query, headers_in, body)
         # One spelling per name: the upstream's lower-case names beside ours would send two
         # Content-Type fields (clients join them: "application/json, application/json").
         headers = {k.title(): v for k, v in passed.headers.items()}
         headers.setdefault("Content-Type", JSON)
         headers["Cache-Control"] = "no-store"
         return Response(passed.status, body=passed.body, headers=headers)
+
+
+def without_private(
+    body: bytes, headers: Mapping[str, str], private: Callable[[str], bool]
+) -> bytes:
+    """An audit request (bulk: ``{name: [versions]}``; quick: a tree of ``requires`` and
+    ``dependencies``) without the packages of private scopes: their names never reach the
+    upstream. Returned plain (not gzip); a body that is not such JSON is refused (400)."""
+    data = body
+    if headers.get("content-encoding", "").strip().lower() == "gzip":
+        try:
+            reader = zlib.decompressobj(wbits=31)
+            data = reader.decompress(body, MAX_AUDIT_BYTES)
+            if reader.unconsumed_tail:
+                raise InvalidRequestError(f"audit request over {MAX_AUDIT_BYTES >> 20} MiB")
+        except zlib.error as e:
+            raise InvalidRequestError(f"audit request: not gzip: {e}") from None
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        raise InvalidRequestError("audit request: not JSON") from None
+    if not isinstance(doc, dict):
+        raise InvalidRequestError("audit request: not a JSON object")
+    return json.dumps(_drop_private(doc, private, top=True)).encode()
+
+
+def _drop_private(
+    doc: dict[str, Any], private: Callable[[str], bool], *, top: bool
+) -> dict[str, Any]:
+    if top and not ({"requires", "dependencies"} & doc.keys()):  # bulk: names at the top
+        return {k: v for k, v in doc.items() if not private(k)}
+    out = dict(doc)
+    for field in ("requires", "dependencies"):
+        value = doc.get(field)
+        if isinstance(value, dict):
+            out[field] = {
+                k: (_drop_private(v, private, top=False) if isinstance(v, dict) else v)
+                for k, v in value.items()
+                if not private(k)
+            }
+    return out

@@ -164,9 +164,12 @@ class NpmService:
 
     # -- policy by name -----------------------------------------------------------------------
 
+    def is_private(self, name: str) -> bool:
+        return any(fnmatchcase(name, p) for p in self.policy.private)
+
     def check_name_policy(self, name: str) -> None:
         """Private names are never looked up upstream (404); blocked packages are 403."""
-        if any(fnmatchcase(name, p) for p in self.policy.private):
+        if self.is_private(name):
             raise NotFoundError(
                 f"{name} is in a private scope of this registry (npm.policy.private) and is not"
                 " published here; it is never looked up upstream"
@@ -342,7 +345,7 @@ class NpmService:
         try:
             result, led = await self.flights.run(flight, lambda: self._refresh(name, write=write))
         except EntrepotError as e:
-            self.failures.put(key, _rememberable(e), self.clock())
+            self.failures.put(key, e, self.clock())
             raise
         if not led:
             self.metrics.coalesced.labels("packument").inc()
@@ -378,7 +381,7 @@ class NpmService:
                 package = await self._ask(name, known)
         except EntrepotError as e:
             if background:
-                self.failures.put(key, _rememberable(e), self.clock())
+                self.failures.put(key, e, self.clock())
                 self.metrics.record_refresh("packument", "error")
                 log.warning("background refresh of %s failed, keeping the stored copy: %s", name, e)
             raise
@@ -528,7 +531,9 @@ class NpmService:
         if remembered is not None:  # before _entry: a missing version refreshes only once
             self.metrics.record_cache("tarball", "negative")
             raise remembered
-        package = self._packages.get(name)
+        # Any stored index will do, whatever its age: the tarball is immutable, and with the
+        # upstream gone for longer than max_stale a cached tarball must still be served.
+        package = self._packages.get(name) or await self._load(name, None)
         if package is None:
             package, _, _ = await self.package(name)
         try:
@@ -547,7 +552,7 @@ class NpmService:
                 key, lambda: self._fetch_tarball(name, version, entry, key)
             )
         except EntrepotError as e:
-            self.failures.put(key, _rememberable(e), self.clock())
+            self.failures.put(key, e, self.clock())
             raise
         if not led:
             self.metrics.coalesced.labels("tarball").inc()
@@ -633,21 +638,6 @@ class NpmService:
 
     async def close(self, grace: float) -> None:
         await self.flights.drain(grace)
-
-
-def _rememberable(error: EntrepotError) -> EntrepotError:
-    """The error as the failure cache can give it again: it rebuilds an error from its class
-    and message alone, which IntegrityError and TarballTooLargeError (keyword-only details)
-    do not accept; the nearest class that does keeps the status and the message."""
-    for kind in type(error).__mro__:
-        if not issubclass(kind, EntrepotError):
-            break
-        try:
-            kind(error.message)
-        except TypeError:
-            continue
-        return error if kind is type(error) else kind(error.message)
-    return UpstreamError(error.message)
 
 
 def _index_bytes(package: Package) -> bytes:

@@ -32,6 +32,8 @@ from entrepot.npm import names
 from entrepot.npm.integrity import IntegrityError, TarballTooLargeError, Verifier
 
 MAX_REDIRECTS = 5
+MAX_PASSED_BYTES = 32 << 20
+"""The largest passed-through answer (a search page, an audit report) held in memory."""
 RATE_WINDOW = 30.0
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 PASS_HEADERS = ("content-type", "content-encoding", "cache-control", "etag", "last-modified")
@@ -218,14 +220,26 @@ class NpmUpstream:
         what = f"{method} /{rel.lstrip('/')}"
         try:
             async with asyncio.timeout(self._small_deadline):
-                response = await self._client.request(method, url, headers=sent, content=body)
+                request = self._client.build_request(method, url, headers=sent, content=body)
+                response = await self._client.send(request, stream=True)
+                try:
+                    data = bytearray()
+                    async for chunk in response.aiter_bytes():
+                        data += chunk
+                        if len(data) > MAX_PASSED_BYTES:
+                            raise UpstreamError(
+                                f"{what}: upstream {self.name} answered more than"
+                                f" {MAX_PASSED_BYTES >> 20} MiB; not passed on"
+                            )
+                finally:
+                    await response.aclose()
         except (TimeoutError, httpx.TimeoutException) as e:
             raise UpstreamTimeoutError(f"{what}: upstream {self.name} did not answer") from e
         except httpx.HTTPError as e:
             raise UpstreamError(f"{what}: cannot reach upstream {self.name}: {e}") from e
         kept = {k: v for k, v in response.headers.items() if k.lower() in PASS_HEADERS}
         kept.pop("content-encoding", None)  # httpx decoded the body
-        return Passed(response.status_code, kept, response.content)
+        return Passed(response.status_code, kept, bytes(data))
 
     # -- plumbing -----------------------------------------------------------------------------
 

@@ -158,3 +158,87 @@ async def test_a_large_document_is_sent_from_its_file(tmp_path: Path) -> None:
     assert header(zipped, "etag") != answer.etag
     again = await get(handlers, "big", accept_encoding="gzip", if_none_match=answer.etag)
     assert again.status == 304
+
+
+async def test_only_the_listed_registry_endpoints_reach_the_upstream(
+    handlers: NpmHandlers,
+) -> None:
+    """The mirror's upstream credentials go with passed-through requests, so only the listed
+    endpoints, with their own methods, are passed: no path tricks, no writes."""
+    registry = handlers.service.upstream_or_raise()
+    assert (await get(handlers, "-/ping")).status == 200
+    assert (await get(handlers, "-/v1/search", query="text=left")).status == 200
+    assert (await get(handlers, "-/npm/v1/attestations/@s/p@2.0.0")).status == 200
+    refused = [
+        ("-/v1/search", "POST", 405),
+        ("-/v1/search", "DELETE", 405),
+        ("-/npm/v1/security/advisories/bulk", "GET", 405),
+        ("-/v1/search/../../left/-rev/1", "DELETE", 404),
+        ("-/v1/search/x", "GET", 404),
+        ("-/whoami", "GET", 404),
+        ("-/user/org.couchdb.user:me", "PUT", 404),
+        ("-/npm/v1/attestations/../../x@1.0.0", "GET", 400),
+        ("-/npm/v1/attestations/left", "GET", 400),
+    ]
+    for path, method, status in refused:
+        answer = await get(handlers, path, method=method)
+        assert answer.status == status, (path, method)
+        assert isinstance(answer, Response)
+        assert "error" in json.loads(answer.body)
+    assert registry is handlers.service.upstream
+
+
+async def test_private_names_are_taken_out_of_audit_requests(tmp_path: Path) -> None:
+    """npm audit sends every package of a tree; private ones never reach the upstream,
+    gzip body or not, bulk or quick form."""
+    import gzip
+
+    import httpx
+
+    seen: list[bytes] = []
+
+    async def upstream(request: httpx.Request) -> httpx.Response:
+        seen.append(request.content)
+        return httpx.Response(200, json={})
+
+    registry = Registry({"left": {"1.0.0": 1.6e9}})
+    service = make_service(tmp_path, registry, Clock(), policy=NpmPolicy(private=["@corp/*"]))
+    assert service.upstream is not None
+    service.upstream._client = httpx.AsyncClient(transport=httpx.MockTransport(upstream))
+    handlers = NpmHandlers(service, prefix=PREFIX)
+    bulk = {"left": ["1.0.0"], "@corp/secret": ["1.0.0"], "@corp/other": ["2.0.0"]}
+    quick = {
+        "name": "app",
+        "requires": {"left": "^1.0.0", "@corp/secret": "^1.0.0"},
+        "dependencies": {
+            "left": {"version": "1.0.0", "requires": {"@corp/other": "^2.0.0"}},
+            "@corp/secret": {"version": "1.0.0"},
+        },
+    }
+    for path, doc in (
+        ("-/npm/v1/security/advisories/bulk", bulk),
+        ("-/npm/v1/security/audits/quick", quick),
+    ):
+        for zipped in (False, True):
+            body = json.dumps(doc).encode()
+            headers = {"content-type": "application/json"}
+            if zipped:
+                body = gzip.compress(body)
+                headers["content-encoding"] = "gzip"
+            request = Request("POST", PREFIX + path, headers, body=body)
+            assert (await handlers.handle(request)).status == 200
+    assert len(seen) == 4
+    for sent in seen:
+        assert b"@corp" not in sent
+        assert b"left" in sent
+
+
+async def test_a_tarball_is_a_file_with_validators_and_immutable_caching(
+    handlers: NpmHandlers,
+) -> None:
+    answer = await get(handlers, "left/-/left-1.0.0.tgz")
+    assert isinstance(answer, FileResponse)
+    assert answer.headers["ETag"] == answer.etag  # the core answers If-None-Match with it
+    assert answer.headers["Last-Modified"].endswith(" GMT")
+    assert "immutable" in answer.headers["Cache-Control"]
+    assert answer.path.read_bytes().startswith(b"tarball of left@1.0.0")

@@ -21,6 +21,7 @@ from entrepot.errors import (
     UpstreamError,
     VerificationError,
 )
+from entrepot.web.responses import status_for
 
 OLD = time.time() - 86400 * 400
 
@@ -264,3 +265,37 @@ async def test_write_true_always_asks_the_upstream(
     for _ in range(3):
         await svc.document("left", "full", write=True)
     assert registry.packument_hits("left") == 4
+
+
+async def test_a_cached_tarball_is_served_with_the_upstream_gone_past_max_stale(
+    tmp_path: Path, registry: Registry, clock: Clock
+) -> None:
+    """A tarball is immutable: a new worker (nothing in memory) serves it from any stored
+    index, however old, without asking the upstream."""
+    cache = NpmCache(packument_ttl=10, stale_while_revalidate=0, max_stale=100, error_ttl=0)
+    svc = make_service(tmp_path, registry, clock, cache=cache)
+    await svc.tarball("left", "1.0.0")
+    registry.failing = 503
+    clock.now += 10_000  # far past TTL + max_stale
+    later = make_service(tmp_path, registry, clock, cache=cache)  # another worker
+    hits = sum(registry.hits.values())
+    served = await later.tarball("left", "1.0.0")
+    assert served.cache == "hit"
+    assert sum(registry.hits.values()) == hits
+    with pytest.raises(UpstreamError):  # the packument itself is too old to be served
+        await later.document("left", "full")
+
+
+async def test_a_refused_tarball_is_remembered_as_a_refusal(
+    tmp_path: Path, registry: Registry, clock: Clock
+) -> None:
+    """The failure cache gives back an integrity failure (an error with keyword-only
+    details) as a 502 with the same message, not a TypeError."""
+    svc = make_service(tmp_path, registry, clock, cache=NpmCache(error_ttl=60))
+    registry.tampered = True
+    with pytest.raises(VerificationError) as first:
+        await svc.tarball("left", "1.1.0")
+    with pytest.raises(VerificationError) as again:
+        await svc.tarball("left", "1.1.0")
+    assert again.value.message == first.value.message
+    assert status_for(again.value) == 502
