@@ -109,7 +109,7 @@ def build_router(
             proxies[url] = new_proxy(url)
         return proxies[url]
 
-    chains = [go.proxy or ""] + [r.proxy for r in go.routes or [] if r.proxy]
+    chains = [go.proxy or "off"] + [r.proxy for r in go.routes or [] if r.proxy]
     if any(e.kind == "direct" for c in chains for e in parse_proxy_list(c)):
         direct = DirectUpstream(
             home=data_dir / ".direct",
