@@ -695,13 +695,20 @@ async def test_worker_processes_publish_at_once(db_url: str | None, tmp_path: Pa
 async def _bulk_versions(db_url: str | None, tmp_path: Path, name: str, count: int) -> None:
     """``count`` versions of an existing package written directly (publishing them one by
     one would take the test's time, not show the store's)."""
-    manifest = pub(name, "0.0.0").manifest
+    # About the size of a real manifest (1 KB: dependencies, scripts, dist) and readme.
+    manifest = pub(
+        name,
+        "0.0.0",
+        dependencies={f"dependency-{i}": f"^{i}.0.0" for i in range(30)},
+        scripts={"test": "node --test", "build": "tsc -p ."},
+    ).manifest
+    readme = "# A readme\n\n" + "Some words about the package. " * 150
     rows = [
         {
             "package": name,
             "version": f"0.{i // 100}.{i % 100}",
             "manifest": json.dumps({**manifest, "version": f"0.{i // 100}.{i % 100}"}),
-            "readme": None,
+            "readme": readme,
             "published": i,
             "unpublished": None,
             "tarball_key": f"k{i}",
@@ -732,8 +739,9 @@ def _statements(s: RegistryStore) -> list[tuple[str, Any]]:
 async def test_costs_do_not_grow_with_versions(
     store: RegistryStore, db_url: str | None, tmp_path: Path
 ) -> None:
-    """A package of 3,000 versions reads in one statement and a few milliseconds, and a
-    publish to it runs the same statements, in about the time, as to a package of one."""
+    """A package of 3,000 versions (1 KB manifests, 4.5 KB readmes) reads in one statement
+    (about 30 ms on SQLite and PostgreSQL here: 3 MB of manifests), and a publish to it runs
+    the same statements, in about the time, as a publish to a package of one version."""
     await publish(store, "small", "1.0.0")
     await publish(store, "big", "1.0.0")
     await _bulk_versions(db_url, tmp_path, "big", 3000)
@@ -765,7 +773,7 @@ async def test_costs_do_not_grow_with_versions(
     )
     assert small_statements == big_statements
     assert big < small * 3 + 0.005
-    assert read < 0.25  # a few ms on SQLite; bounded generously for a loaded CI machine
+    assert read < 0.5  # ~30 ms; bounded generously for a loaded CI machine
 
 
 async def test_sqlite_reads_search_indexes(tmp_path: Path) -> None:

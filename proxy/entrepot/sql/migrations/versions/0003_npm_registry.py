@@ -14,7 +14,10 @@ Tarballs live in blob storage; these tables hold everything else, and the store
 - ``npm_versions``: one row per version number ever published, kept after it is unpublished
   (``unpublished`` set, manifest and readme dropped, the tarball key kept until the blob is
   deleted). The primary key is therefore the rule that a version number is never reused: no
-  code path deletes a row, so a second INSERT of the same (package, version) fails.
+  code path deletes a row, so a second INSERT of the same (package, version) fails. The small
+  columns come first: reading ``published`` never walks a long manifest's or readme's
+  overflow pages. (WITHOUT ROWID, which clusters a package's versions, measured no faster
+  with real-sized manifests and readmes: rows that large spill to overflow pages anyway.)
 - ``npm_tags``: dist-tags; ``npm_maintainers``: owners in their order, with
   ``npm_maintainers_by_user`` for ``/-/by-user/`` and ``maintainer:`` searches.
 - ``npm_users``: the password hash is the caller's opaque string (argon2id or scrypt);
@@ -56,15 +59,15 @@ def upgrade() -> None:
         "npm_versions",
         sa.Column("package", sa.String(NAME), nullable=False),
         sa.Column("version", sa.String(256), nullable=False),
-        sa.Column("manifest", sa.Text, nullable=True),
-        sa.Column("readme", sa.Text, nullable=True),
         sa.Column("published", sa.BigInteger, nullable=False),
         sa.Column("unpublished", sa.BigInteger, nullable=True),
-        sa.Column("tarball_key", sa.String(1024), nullable=True),
+        sa.Column("deprecated", sa.Text, nullable=True),
         sa.Column("size", sa.BigInteger, nullable=False),
         sa.Column("integrity", sa.String(512), nullable=False),
         sa.Column("shasum", sa.String(64), nullable=False),
-        sa.Column("deprecated", sa.Text, nullable=True),
+        sa.Column("tarball_key", sa.String(1024), nullable=True),
+        sa.Column("manifest", sa.Text, nullable=True),
+        sa.Column("readme", sa.Text, nullable=True),
         sa.PrimaryKeyConstraint("package", "version", name="npm_versions_pk"),
     )
     op.create_table(
