@@ -846,6 +846,77 @@ class NpmCredentials(_Model):
     )
 
 
+class PublishRule(_Model):
+    """Who may publish (and then maintain) the packages whose names match ``packages``."""
+
+    packages: list[str] = Field(
+        description="Name patterns ('@corp/*', 'tool', '*'); the first rule that matches applies."
+    )
+    allow: Literal["authenticated", "users", "nobody"] = Field(
+        default="authenticated",
+        description=(
+            "'authenticated': any user of this registry; 'users': only those listed in"
+            " users; 'nobody': publishing is refused (403)."
+        ),
+    )
+    users: list[str] = Field(default_factory=list, description="The users of allow: users.")
+
+    _names = field_validator("packages")(classmethod(lambda cls, v: _check_name_globs(v)))
+
+
+class NpmRegistry(_Model):
+    """The private registry on top of the mirror: users, tokens, publishing."""
+
+    enabled: bool = Field(
+        default=True,
+        description=(
+            "Accept logins and publishes. Packages published here shadow the upstream: a name"
+            " that exists locally is never fetched from the upstream."
+        ),
+    )
+    self_registration: bool = Field(
+        default=True,
+        description="`npm adduser` may create users (off: only `entrepot user add` and admins).",
+    )
+    admin_user: str = Field(default="admin", description="The administrator's user name.")
+    admin_password_file: Path | None = Field(
+        default=None,
+        description=(
+            "A file holding the administrator's password (a mounted Secret); the user is"
+            " created, or its password set, at start."
+        ),
+    )
+    publish: list[PublishRule] = Field(
+        default_factory=lambda: [PublishRule(packages=["*"])],
+        description="Who may publish what; names no rule matches cannot be published.",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Addresses or CIDR ranges of proxies whose X-Forwarded-For is believed (for"
+            " CIDR-limited tokens and login limits)."
+        ),
+    )
+    login_attempts: int = Field(
+        default=10, ge=1, description="Failed logins per user (and per address) per window."
+    )
+    login_window: Duration = Field(
+        default=300.0, description="The window failed logins are counted over."
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, values: list[str]) -> list[str]:
+        import ipaddress
+
+        for value in values:
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError:
+                raise ValueError(f"{value!r} is not an IP address or CIDR range") from None
+        return values
+
+
 class NpmSettings(_Model):
     """The npm registry mirror."""
 
@@ -875,6 +946,7 @@ class NpmSettings(_Model):
     cache: NpmCache = Field(default_factory=NpmCache)
     policy: NpmPolicy = Field(default_factory=NpmPolicy)
     credentials: NpmCredentials = Field(default_factory=NpmCredentials)
+    registry: NpmRegistry = Field(default_factory=NpmRegistry)
     upstream_timeout: Duration = Field(
         default=60.0,
         description="Connect/read timeout, and the total time limit of a packument fetch.",
@@ -1284,6 +1356,8 @@ def _walk(model: type[BaseModel], prefix: str) -> list[tuple[str, str, str, str]
             shown = format_duration(default)
             kind = "duration"
         else:
+            if isinstance(default, list):
+                default = [d.model_dump() if isinstance(d, BaseModel) else d for d in default]
             shown = json.dumps(default, default=str)
             kind = _type_name(ann)
         env = ENV_PREFIX + key.replace(".", "__").upper()
@@ -1303,7 +1377,11 @@ def reference_markdown() -> str:
     lines = ["| key | type | default | meaning (environment variable) |", "|---|---|---|---|"]
     for key, kind, default, meaning in _walk(Settings, ""):
         lines.append(f"| {key} | {kind} | {default} | {meaning} |")
-    for title, model in (("go.routes[]", Route), ("go.sumdb.databases[]", SumDatabase)):
+    for title, model in (
+        ("go.routes[]", Route),
+        ("go.sumdb.databases[]", SumDatabase),
+        ("npm.registry.publish[]", PublishRule),
+    ):
         lines += [
             "",
             f"`{title}` items:",

@@ -75,6 +75,11 @@ class ForbiddenError(EntrepotError):
     """A route denies this module path on purpose (e.g. private code must not be fetched)."""
 
 
+class ConflictError(EntrepotError):
+    """A write conflicts with what is stored: a version number that exists or existed, a
+    stale ``_rev``, a user that exists (409)."""
+
+
 class UpstreamError(EntrepotError):
     """An upstream failed in a way that is not 'not found'."""
 

@@ -85,7 +85,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from entrepot.errors import EntrepotError, ForbiddenError, InvalidRequestError, NotFoundError
+from entrepot.errors import (
+    ConflictError,
+    ForbiddenError,
+    InvalidRequestError,
+    NotFoundError,
+)
 from entrepot.npm import semver
 from entrepot.npm.publish import Publish, Update, check_tag_name
 from entrepot.sql.engine import create_engine, dialect_of, reading, translated, writing
@@ -104,11 +109,6 @@ __all__ = [
     "VersionRecord",
     "open_registry_store",
 ]
-
-
-class ConflictError(EntrepotError):
-    """The write conflicts with what is stored: a version number that exists or existed, a
-    stale ``_rev``, a user that exists (409). To move to :mod:`entrepot.errors`."""
 
 
 DOCUMENT_FIELDS = (

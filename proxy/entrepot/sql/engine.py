@@ -129,7 +129,7 @@ def translated(what: str) -> Iterator[None]:
         yield
     except (SQLAlchemyError, OSError) as e:
         detail = str(getattr(e, "orig", None) or e).splitlines()[0] if str(e) else type(e).__name__
-        raise UnavailableError(f"the statistics database cannot {what}: {detail}") from e
+        raise UnavailableError(f"the database cannot {what}: {detail}") from e
 
 
 @contextlib.asynccontextmanager

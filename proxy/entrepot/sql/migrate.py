@@ -76,7 +76,7 @@ async def upgrade(engine: AsyncEngine) -> None:
             found = await conn.run_sync(_upgrade)
     head = head_revision()
     if found != head:
-        log.info("%s statistics database: schema %s -> %s", dialect, found or "(new)", head)
+        log.info("%s database: schema %s -> %s", dialect, found or "(new)", head)
 
 
 @contextlib.contextmanager

@@ -502,10 +502,12 @@ def open_store(url: str | None, data_dir: Path, **engine_options: Any) -> SqlSta
 
 
 def prepare_stats(settings: Settings) -> None:
-    """Apply the migrations once, before workers start (a no-op when stats are disabled).
+    """Apply the migrations once, before workers start (a no-op when neither the statistics
+    nor the npm registry use the database, ``stats.database``).
 
     Raises UnavailableError when the database cannot be reached or migrated."""
-    if not settings.stats.enabled:
+    npm = settings.npm
+    if not settings.stats.enabled and not (npm.enabled and npm.registry.enabled):
         return
     migrate(settings.stats.database, settings.data_dir)
     log.debug("statistics database ready")

@@ -11,6 +11,7 @@ import textwrap
 from email.utils import formatdate
 
 from entrepot.errors import (
+    ConflictError,
     EntrepotError,
     ForbiddenError,
     GoneError,
@@ -38,6 +39,8 @@ def status_for(error: Exception) -> int:
         return 400
     if isinstance(error, ForbiddenError):
         return 403
+    if isinstance(error, ConflictError):
+        return 409
     if isinstance(error, UnavailableError):
         return 503
     if isinstance(error, UpstreamTimeoutError):

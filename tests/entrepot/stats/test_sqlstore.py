@@ -313,7 +313,7 @@ async def test_sqlite_error_raises_and_keeps_what_was_written(tmp_path: Path) ->
     blocker = sqlite3.connect(tmp_path / "entrepot.db", isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
     try:
-        with pytest.raises(UnavailableError, match="statistics database"):
+        with pytest.raises(UnavailableError, match="the database cannot"):
             await s.add({key: 3})
     finally:
         blocker.execute("ROLLBACK")
@@ -343,7 +343,7 @@ async def test_postgres_error_raises_and_keeps_what_was_written(
             {"n": name},
         )
     try:
-        with pytest.raises(UnavailableError, match="statistics database") as caught:
+        with pytest.raises(UnavailableError, match="the database cannot") as caught:
             await s.add({key: 3})
         assert "secret" not in caught.value.message
     finally:
@@ -357,9 +357,21 @@ async def test_postgres_error_raises_and_keeps_what_was_written(
 
 
 def test_prepare_stats_migrates_only_when_enabled(tmp_path: Path) -> None:
-    off = Settings.model_validate({"data_dir": str(tmp_path / "off"), "stats": {"enabled": False}})
+    """The database is migrated when statistics or the npm registry use it."""
+    off = Settings.model_validate(
+        {
+            "data_dir": str(tmp_path / "off"),
+            "stats": {"enabled": False},
+            "npm": {"registry": {"enabled": False}},
+        }
+    )
     prepare_stats(off)
     assert not (tmp_path / "off").exists()
+    registry = Settings.model_validate(
+        {"data_dir": str(tmp_path / "registry"), "stats": {"enabled": False}}
+    )
+    prepare_stats(registry)
+    assert (tmp_path / "registry" / "entrepot.db").is_file()
     on = Settings.model_validate({"data_dir": str(tmp_path / "on")})
     prepare_stats(on)
     prepare_stats(on)  # a restart: nothing to do
