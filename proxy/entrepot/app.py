@@ -7,9 +7,10 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -24,7 +25,7 @@ from entrepot.gomod.paths import endpoint_of
 from entrepot.gomod.service import GoService, Router, Rule
 from entrepot.gomod.upstream import Chain, ProxyUpstream, Upstream, build_chain, read_netrc
 from entrepot.metrics import CONTENT_TYPE, Endpoint, Metrics
-from entrepot.npm.handlers import NpmHandlers
+from entrepot.npm.handlers import Endpoints, NpmHandlers
 from entrepot.npm.service import NpmService
 from entrepot.npm.upstream import NpmUpstream, read_npmrc_auth
 from entrepot.stats.handlers import StatsHandlers
@@ -46,6 +47,9 @@ from entrepot.web.server import (
     fetch_budget,
     raise_fd_limit,
 )
+
+if TYPE_CHECKING:
+    from entrepot.npm.registrystore import RegistryStore
 
 log = logging.getLogger("entrepot")
 
@@ -283,6 +287,40 @@ def build_npm(
 
 
 @dataclass
+class Registry:
+    """The private npm registry of one process: its store and its API's parts."""
+
+    store: RegistryStore
+    endpoints: tuple[Endpoints, ...]
+
+
+def build_registry(
+    settings: Settings,
+    *,
+    storage: FilesystemStorage,
+    service: NpmService,
+    store: RegistryStore | None = None,
+) -> Registry:
+    """Users, tokens and package writes on the database of ``stats.database`` (the same
+    SQLite file by default); ``store``: a test's instead (connects lazily: nothing opened)."""
+    from entrepot.npm.registry import RegistryEndpoints  # SQLAlchemy, only with a registry
+    from entrepot.npm.registry_auth import Authenticator
+    from entrepot.npm.registrystore import open_registry_store
+    from entrepot.npm.users import UserEndpoints
+
+    if store is None:
+        store = open_registry_store(settings.stats.database, settings.data_dir)
+    auth = Authenticator(store, settings.npm.registry)
+    return Registry(
+        store,
+        (
+            UserEndpoints(store, auth, settings.npm.registry),
+            RegistryEndpoints(store, auth, service, storage, settings.npm),
+        ),
+    )
+
+
+@dataclass
 class Mirror:
     """Everything one server process runs: the request handler and what it must close."""
 
@@ -298,6 +336,7 @@ class Mirror:
     stats: Stats | None = None
     npm: NpmService | None = None
     npm_client: httpx.AsyncClient | None = None
+    registry: Registry | None = None
     _flusher: asyncio.Task[None] | None = None
 
     def bound(self, settings: Settings, host: str, port: int) -> None:
@@ -342,6 +381,8 @@ class Mirror:
         await self.sumdb_client.aclose()
         if self.npm_client is not None:
             await self.npm_client.aclose()
+        if self.registry is not None:
+            await self.registry.store.close()
         self.storage.close()
 
 
@@ -381,6 +422,7 @@ def build_mirror(
     owner: str = "main",
     max_fetches: int | None = None,
     stats_store: StatsStore | None = None,
+    registry_store: RegistryStore | None = None,
 ) -> Mirror:
     metrics = Metrics()
     stats = build_stats(settings, metrics=metrics, store=stats_store)
@@ -463,11 +505,17 @@ def build_mirror(
         if settings.npm.enabled
         else (None, None)
     )
+    registry = (
+        build_registry(settings, storage=storage, service=npm_service, store=registry_store)
+        if npm_service is not None and settings.npm.registry.enabled
+        else None
+    )
     routes = _route_table(
         settings,
         handlers.handle if settings.go.enabled else _go_disabled,
         npm_service,
         stats.store if stats is not None else None,
+        registry.endpoints if registry is not None else (),
     )
     routes.add("/healthz", healthz)
     routes.add("/readyz", readyz)
@@ -502,11 +550,16 @@ def build_mirror(
         stats=stats,
         npm=npm_service,
         npm_client=npm_client,
+        registry=registry,
     )
 
 
 def _route_table(
-    settings: Settings, go: Handler, npm: NpmService | None, stats: StatsStore | None
+    settings: Settings,
+    go: Handler,
+    npm: NpmService | None,
+    stats: StatsStore | None,
+    registry: Sequence[Endpoints],
 ) -> RouteTable:
     """Go at the root; npm under its prefix (or at the root, alone), with npm's downloads
     API at ``<prefix>downloads/point/`` and ``/range/`` (which a package named "downloads"
@@ -514,7 +567,7 @@ def _route_table(
     if npm is None:
         return RouteTable(fallback=go)
     prefix = settings.npm.prefix
-    npm_handle = NpmHandlers(npm, prefix=prefix).handle
+    npm_handle = NpmHandlers(npm, prefix=prefix, registry=registry).handle
     if prefix == "/":
         routes = RouteTable(fallback=npm_handle, methods=EVERY)
     else:

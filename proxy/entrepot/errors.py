@@ -75,6 +75,10 @@ class ForbiddenError(EntrepotError):
     """A route denies this module path on purpose (e.g. private code must not be fetched)."""
 
 
+class UnauthorizedError(EntrepotError):
+    """No credentials, or wrong ones, for a request that needs a user (401)."""
+
+
 class ConflictError(EntrepotError):
     """A write conflicts with what is stored: a version number that exists or existed, a
     stale ``_rev``, a user that exists (409)."""
@@ -94,6 +98,10 @@ class UnavailableError(EntrepotError):
     Answered with 503 and ``Retry-After`` at once, rather than queueing without bound."""
 
     retry_after = 5
+
+
+class RateLimitedError(UnavailableError):
+    """Too many attempts (failed logins) from one user or address: 429 with Retry-After."""
 
 
 class VerificationError(EntrepotError):

@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Protocol
 
 from entrepot import __version__
-from entrepot.errors import EntrepotError, InvalidRequestError, NotFoundError
+from entrepot.errors import (
+    EntrepotError,
+    InvalidRequestError,
+    NotFoundError,
+    UnavailableError,
+)
 from entrepot.metrics import CacheResult
 from entrepot.npm.names import parse_path
 from entrepot.npm.packument import Representation
@@ -59,7 +64,12 @@ def json_error(error: Exception) -> Response:
         message = "internal error in the mirror; see its log"
     status = status_for(error)
     body = json.dumps({"error": message, "reason": message}).encode()
-    return Response(status, body=body, headers={"Content-Type": JSON, "Cache-Control": "no-store"})
+    headers = {"Content-Type": JSON, "Cache-Control": "no-store"}
+    if isinstance(error, UnavailableError):
+        headers["Retry-After"] = str(error.retry_after)
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Basic realm="entrepot", charset="UTF-8"'
+    return Response(status, body=body, headers=headers)
 
 
 def representation(accept: str, accept_encoding: str) -> Representation:
@@ -90,12 +100,25 @@ def _not_modified_since(request: Request, modified: float) -> bool:
     return int(modified) <= when
 
 
+class Endpoints(Protocol):
+    """A part of the private registry's API (users and tokens; package writes and listings):
+    ``endpoint`` answers the ``/-/...`` paths it owns (``rel`` without the leading "/"), None
+    for the others; ``write`` answers PUT/DELETE on package paths."""
+
+    async def endpoint(self, request: Request, rel: str) -> AnyResponse | None: ...
+
+    async def write(self, request: Request, rel: str) -> AnyResponse | None: ...
+
+
 class NpmHandlers:
     MAX_FIELDS = 4096
 
-    def __init__(self, service: NpmService, *, prefix: str) -> None:
+    def __init__(
+        self, service: NpmService, *, prefix: str, registry: Sequence[Endpoints] = ()
+    ) -> None:
         self.service = service
         self.prefix = prefix
+        self.registry = tuple(registry)
         self.ttl = int(service.cache.packument_ttl)
         self._fields: dict[tuple[object, ...], bytes] = {}
 
@@ -109,12 +132,20 @@ class NpmHandlers:
         rel = request.path[len(self.prefix) - 1 :]  # keeps the leading "/"
         if rel.startswith("/-/"):
             request.endpoint = "npm_api"
+            for part in self.registry:
+                answer = await part.endpoint(request, rel[1:])
+                if answer is not None:
+                    return answer
             return await self._registry_endpoint(request, rel[1:])
         if rel == "/":
             request.endpoint = "npm_api"
             return self._root(request)
         if request.method not in ("GET", "HEAD"):
             request.endpoint = "packument"
+            for part in self.registry:
+                written = await part.write(request, rel)
+                if written is not None:
+                    return written
             return Response(
                 405,
                 body=json.dumps(

@@ -17,6 +17,8 @@ from entrepot.errors import (
     GoneError,
     InvalidRequestError,
     NotFoundError,
+    RateLimitedError,
+    UnauthorizedError,
     UnavailableError,
     UpstreamTimeoutError,
 )
@@ -41,6 +43,10 @@ def status_for(error: Exception) -> int:
         return 403
     if isinstance(error, ConflictError):
         return 409
+    if isinstance(error, UnauthorizedError):
+        return 401
+    if isinstance(error, RateLimitedError):
+        return 429
     if isinstance(error, UnavailableError):
         return 503
     if isinstance(error, UpstreamTimeoutError):
