@@ -414,3 +414,16 @@ def test_child_and_pod_events_find_the_kind_of_their_mirror() -> None:
     assert check("module-mirror")
     assert not check("operator")
     assert BY_COMPONENT["npm-mirror"] is NPM_MIRROR
+
+
+def test_the_private_registry_stays_off_in_a_cluster_for_now() -> None:
+    """Nobody who reaches an NpmMirror's Service can sign up to it or publish: the registry
+    part is off until the NpmMirror API configures it."""
+    from entrepot_operator.api import NpmMirrorSpec
+    from entrepot_operator.render.configmap import npm_sections, server_settings
+
+    spec = NpmMirrorSpec.model_validate({"npm": {"upstream": "https://registry.example.com/"}})
+    owner = Owner(name="npm", namespace="builds", uid="u1", kind="NpmMirror", component="npm")
+    settings = server_settings(spec, npm_sections(spec, owner))
+    assert settings.npm.enabled
+    assert not settings.npm.registry.enabled

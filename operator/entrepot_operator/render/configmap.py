@@ -106,6 +106,10 @@ def npm_sections(spec: NpmMirrorSpec, owner: Owner) -> Sections:
             "min_transfer_rate": npm.min_transfer_rate,
             "max_packument_bytes": npm.max_packument_bytes,
             "max_tarball_bytes": npm.max_tarball_bytes,
+            # The private registry (users, publishing) stays off in a cluster until the
+            # NpmMirror API can configure it (its admin from a Secret, self-registration
+            # off): never a registry anyone who reaches the Service can sign up to.
+            "registry": {"enabled": False},
         },
     }
 
