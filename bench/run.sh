@@ -2,7 +2,9 @@
 # Benchmarks of the Go module mirror (not tests): `make bench`, or `bench/run.sh [--quick] ...`;
 # `bench/run.sh --sumdb [...]` runs the checksum-database benchmarks (bench/sumdb.py);
 # `bench/run.sh --peers [...]` Entrepôt against goproxy and Athens in one run (bench/peers.py);
-# `bench/run.sh --cores [...]` HTTP server cores side by side (bench/cores.py).
+# `bench/run.sh --cores [...]` HTTP server cores side by side (bench/cores.py);
+# `bench/run.sh --npm [...]` Entrepôt's npm mirror against Verdaccio 5.33 in one run
+# (bench/npm_peers.py; Verdaccio is installed with npm into ~/.cache/entrepot/bench-peers).
 # Everything runs on 127.0.0.1; see docs/benchmarks.md for what is measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +30,11 @@ fi
 if [ "${1:-}" = "--cores" ]; then
     shift
     exec .venv/bin/python bench/cores.py "$@"
+fi
+if [ "${1:-}" = "--npm" ]; then
+    shift
+    command -v npm >/dev/null 2>&1 || { echo "bench: npm (and node) are required" >&2; exit 1; }
+    exec .venv/bin/python bench/npm_peers.py "$@"
 fi
 if [ "${1:-}" = "--peers" ]; then
     shift
