@@ -1,4 +1,5 @@
-"""Command line: ``entrepot serve [--config FILE] [--listen HOST:PORT] [--data DIR]``.
+"""Command line: ``entrepot serve [--config FILE] [--listen HOST:PORT] [--data DIR]``, and
+maintenance commands (``purge``, ``verify``, ``sumdb reset``, ``user add``).
 
 Exit codes: 0 after a clean shutdown, 2 for bad configuration or usage.
 """
@@ -75,6 +76,28 @@ def _parser() -> argparse.ArgumentParser:
     reset.add_argument("name", help="the database name, e.g. sum.example.com")
     reset.add_argument("--config", type=Path, help="YAML or JSON config file")
     reset.add_argument("--data", type=Path, help="cache directory (default ./data)")
+    user = commands.add_parser("user", help="users of the private npm registry")
+    user_commands = user.add_subparsers(dest="user_command", required=True)
+    add = user_commands.add_parser(
+        "add",
+        help="create a user on the server's database (its password read twice from the"
+        " terminal or from stdin, or once with --password-stdin)",
+    )
+    add.add_argument("name", help="the user name (lower case, as npm wants it)")
+    add.add_argument("--email", default="", help="the user's email address")
+    add.add_argument("--admin", action="store_true", help="an administrator")
+    add.add_argument(
+        "--update-password",
+        action="store_true",
+        help="set the password of an existing user instead of refusing",
+    )
+    add.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password once, from the first line of stdin (for scripts)",
+    )
+    add.add_argument("--config", type=Path, help="YAML or JSON config file")
+    add.add_argument("--data", type=Path, help="data directory (default ./data)")
     return parser
 
 
@@ -103,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _verify(settings, remove=args.remove)
     if args.command == "sumdb":
         return _sumdb_reset(settings.data_dir, args.name)
+    if args.command == "user":
+        return _user_add(settings, args)
     if args.command == "check-config":
         for warning in settings_warnings(settings):
             print(f"entrepot: warning: {warning}", file=sys.stderr)
@@ -216,6 +241,76 @@ def _sumdb_reset(data_dir: Path, name: str) -> int:
     return 0
 
 
+def _read_password(*, once: bool) -> str | None:
+    """The new password: twice (they must match) from the terminal, or from stdin's first
+    lines when it is not one; once with ``once``. None when they differ or none was given."""
+    import getpass
+
+    if sys.stdin.isatty():
+        first = getpass.getpass("password: ")
+        second = first if once else getpass.getpass("password again: ")
+    else:
+        first = sys.stdin.readline().rstrip("\r\n")
+        second = first if once else sys.stdin.readline().rstrip("\r\n")
+    if first != second:
+        print("entrepot: the two passwords differ", file=sys.stderr)
+        return None
+    if not first:
+        print("entrepot: no password given", file=sys.stderr)
+        return None
+    return first
+
+
+def _user_add(settings: Settings, args: argparse.Namespace) -> int:
+    """``entrepot user add NAME``: on the database the server uses (``stats.database``, the
+    SQLite file in the data directory by default), migrated first as ``serve`` does."""
+    from datetime import UTC, datetime
+
+    from entrepot.errors import ConflictError
+    from entrepot.npm.registrystore import open_registry_store
+    from entrepot.npm.users import check_email, check_user_name, set_user
+    from entrepot.sql.migrate import migrate
+
+    try:
+        check_user_name(args.name)
+        if args.email:
+            check_email(args.email)
+    except InvalidRequestError as e:
+        print(f"entrepot: {e.message}", file=sys.stderr)
+        return 2
+    password = _read_password(once=args.password_stdin)
+    if password is None:
+        return 2
+
+    async def add() -> str:
+        store = open_registry_store(settings.stats.database, settings.data_dir)
+        try:
+            return await set_user(
+                store,
+                args.name,
+                password,
+                now=datetime.now(UTC),
+                email=args.email,
+                admin=args.admin,
+                update=args.update_password,
+            )
+        finally:
+            await store.close()
+
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        migrate(settings.stats.database, settings.data_dir)
+        done = asyncio.run(add())
+    except ConflictError as e:
+        print(f"entrepot: {e.message}", file=sys.stderr)
+        return 1
+    except (InvalidRequestError, UnavailableError) as e:
+        print(f"entrepot: {e.message}", file=sys.stderr)
+        return 2 if isinstance(e, InvalidRequestError) else 1
+    print(f"user {args.name}: {done}{' (administrator)' if args.admin else ''}")
+    return 0
+
+
 BEGIN, END = "<!-- BEGIN GENERATED -->\n", "<!-- END GENERATED -->"
 
 
@@ -241,6 +336,7 @@ def _event_loop_runner() -> Callable[[Coroutine[Any, Any, None]], None]:
 
 def run(settings: Settings) -> int:
     """Serve in this process, or in N pre-forked workers (see entrepot.workers)."""
+    from entrepot.app import prepare_registry
     from entrepot.stats.sqlstore import prepare_stats
     from entrepot.storage.filesystem import remove_stale_staging
     from entrepot.web.server import raise_fd_limit
@@ -253,9 +349,12 @@ def run(settings: Settings) -> int:
     # Once, here in the parent, before workers fork: they find the schema ready.
     try:
         prepare_stats(settings)
+        admin = prepare_registry(settings)
     except UnavailableError as e:
         print(f"entrepot: {e.message}", file=sys.stderr)
         return 1
+    if admin is not None:
+        logging.getLogger("entrepot").info("%s", admin)
     raise_fd_limit()
     loop_run = _event_loop_runner()
     if workers == 1:

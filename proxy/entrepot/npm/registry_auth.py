@@ -89,6 +89,16 @@ class Authenticator:
             raise ForbiddenError("this token is read-only: it cannot publish or change packages")
         return caller
 
+    async def login(self, request: Request, user: str, password: str) -> Caller:
+        """``user`` with ``password`` (from a request's body: ``npm adduser`` of an existing
+        user, ``npm token create``), under the same limiter and cost as Basic.
+
+        Raises:
+            UnauthorizedError: a wrong name or password (401, npm's wording).
+            RateLimitedError: too many failed logins for this user or address (429).
+        """
+        return await self._password(Basic(user, password), self.address(request))
+
     async def _token(self, credentials: Bearer, address: IPAddress | None) -> Caller:
         key = token_key(credentials.token)
         record = await self.store.token(key)
