@@ -28,6 +28,10 @@ from types import FrameType
 
 log = logging.getLogger("entrepot.workers")
 MAX_AUTO_WORKERS = 8
+MIN_UPTIME = 10.0
+"""A worker that exits sooner than this after it started counts as failing to start."""
+MAX_QUICK_FAILURES = 5
+"""Failures to start in a row after which the supervisor gives up (and exits 1)."""
 
 
 def default_workers() -> int:
@@ -63,6 +67,37 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _Starts:
+    """A worker that dies soon after it started, again and again, is not crashing now and
+    then: it cannot start (a broken install, a bad configuration). Restarting it forever
+    would leave a server that holds the port and serves nothing; the supervisor gives up, so
+    whoever runs the server (a terminal, a pod's restart policy) sees the failure."""
+
+    def __init__(self) -> None:
+        self.quick = 0
+        self.last_restart = 0.0
+
+    def pace(self) -> None:
+        """At most one restart a second: a crash loop must not spin."""
+        if time.monotonic() - self.last_restart < 1:
+            time.sleep(1)
+        self.last_restart = time.monotonic()
+
+    def give_up(self, lived: float, index: int, status: int) -> bool:
+        self.quick = self.quick + 1 if lived < MIN_UPTIME else 0
+        if self.quick < MAX_QUICK_FAILURES:
+            return False
+        log.error(
+            "workers exited %d times in a row within %gs of starting (last: worker %d,"
+            " status %d); giving up: see the errors above",
+            self.quick,
+            MIN_UPTIME,
+            index,
+            status,
+        )
+        return True
+
+
 def supervise(
     count: int,
     run_worker: Callable[[int], int],
@@ -73,7 +108,9 @@ def supervise(
     """Fork ``count`` workers running ``run_worker(index)``; restart crashed ones until asked
     to stop; return 0 when every worker ended after a stop signal."""
     children: dict[int, int] = {}
+    started: dict[int, float] = {}
     stopping = False
+    starts = _Starts()
 
     def spawn(index: int) -> None:
         pid = os.fork()
@@ -88,6 +125,7 @@ def supervise(
             finally:
                 os._exit(code)
         children[pid] = index
+        started[pid] = time.monotonic()
 
     def stop(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
@@ -96,12 +134,15 @@ def supervise(
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
 
+    failed = False
     for index in range(count):
         spawn(index)
     after_start()
+    # Workers that died while after_start waited (for their readiness) count as dying at
+    # once: their uptime is counted from here.
+    started.update(dict.fromkeys(children, time.monotonic()))
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    last_restart = 0.0
     while children:
         try:
             pid, status = os.wait()
@@ -114,9 +155,11 @@ def supervise(
         on_exit(pid)
         if stopping:
             continue
+        if starts.give_up(time.monotonic() - started.pop(pid), index, status):
+            stop(signal.SIGTERM, None)
+            failed = True
+            continue
         log.error("worker %d (pid %d) exited with status %d; restarting", index, pid, status)
-        if time.monotonic() - last_restart < 1:
-            time.sleep(1)  # a crash loop must not spin
-        last_restart = time.monotonic()
+        starts.pace()
         spawn(index)
-    return 0
+    return 1 if failed else 0

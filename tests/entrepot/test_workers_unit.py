@@ -67,3 +67,33 @@ def test_a_child_that_is_not_a_worker_is_reaped_and_ignored(tmp_path: Path) -> N
     assert proc.returncode == 0, log
     assert f"reaped process {stray}, not a worker" in log
     assert "Traceback" not in log
+
+
+CRASHING = """
+import logging, sys
+from entrepot.workers import supervise
+
+logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+
+def run_worker(index):
+    raise SyntaxError("a broken install")
+
+sys.exit(supervise(2, run_worker))
+"""
+
+
+def test_workers_that_cannot_start_make_the_supervisor_give_up(tmp_path: Path) -> None:
+    """A worker that dies at start, again and again, is not restarted forever: the parent
+    exits 1 (a terminal or a pod's restart policy sees it) instead of holding the port and
+    serving nothing."""
+    done = subprocess.run(
+        [sys.executable, "-c", CRASHING],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        start_new_session=True,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "giving up" in done.stderr
+    assert done.stderr.count("a broken install") >= 5
