@@ -195,6 +195,19 @@ class NpmHandlers:
         self, request: Request, doc: Document, rep: Representation, *, bypass: bool = False
     ) -> AnyResponse:
         cache: CacheResult = "bypass" if bypass else doc.cache
+        key = (doc.blob.key, doc.blob.mtime_ns, rep, cache, doc.stale_reason)
+        fields = self._fields.get(key)
+        if fields is None:
+            if len(self._fields) >= self.MAX_FIELDS:
+                del self._fields[next(iter(self._fields))]
+            fields = self._fields[key] = render_fields(self.headers(doc, rep, cache))
+        # Answered from the index's ETags, before any file is opened (a 304 of a 14 MB
+        # document costs what one of a 4 kB document does); either encoding's ETag matches.
+        inm = request.headers.get("if-none-match")
+        if inm is not None and (etag_matches(inm, doc.etag) or etag_matches(inm, doc.other_etag)):
+            return Response(304, fields=fields)
+        if _not_modified_since(request, doc.blob.mtime_ns / 1e9):
+            return Response(304, fields=fields)
         if doc.body is None:
             blob = doc.blob
             if blob.path is None:  # pragma: no cover - only object storage lacks paths
@@ -206,17 +219,6 @@ class NpmHandlers:
                 mtime=blob.mtime_ns / 1e9,
                 headers=self.headers(doc, rep, cache),
             )
-        key = (doc.blob.key, doc.blob.mtime_ns, rep, cache, doc.stale_reason)
-        fields = self._fields.get(key)
-        if fields is None:
-            if len(self._fields) >= self.MAX_FIELDS:
-                del self._fields[next(iter(self._fields))]
-            fields = self._fields[key] = render_fields(self.headers(doc, rep, cache))
-        inm = request.headers.get("if-none-match")
-        if inm is not None and (etag_matches(inm, doc.etag) or etag_matches(inm, doc.other_etag)):
-            return Response(304, fields=fields)
-        if _not_modified_since(request, doc.blob.mtime_ns / 1e9):
-            return Response(304, fields=fields)
         return Response(body=doc.body, fields=fields)
 
     def headers(self, doc: Document, rep: Representation, cache: CacheResult) -> dict[str, str]:

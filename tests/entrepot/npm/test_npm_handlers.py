@@ -242,3 +242,19 @@ async def test_a_tarball_is_a_file_with_validators_and_immutable_caching(
     assert answer.headers["Last-Modified"].endswith(" GMT")
     assert "immutable" in answer.headers["Cache-Control"]
     assert answer.path.read_bytes().startswith(b"tarball of left@1.0.0")
+
+
+async def test_a_large_document_304s_without_opening_its_file(tmp_path: Path) -> None:
+    """Documents over IN_MEMORY_BYTES go out with sendfile; a revalidation of one is
+    answered from the index's ETags (either encoding's), not by opening the file."""
+    releases = {f"1.0.{i}": 1.6e9 + i for i in range(3000)}
+    service = make_service(tmp_path, Registry({"big": releases}), Clock())
+    big = NpmHandlers(service, prefix=PREFIX)
+    plain = await get(big, "big", accept="application/json")
+    zipped = await get(big, "big", accept="application/json", accept_encoding="gzip")
+    assert isinstance(plain, FileResponse)  # really a large one
+    for etag in (header(plain, "etag"), header(zipped, "etag")):
+        answer = await get(big, "big", if_none_match=etag, accept_encoding="gzip")
+        assert isinstance(answer, Response)
+        assert answer.status == 304
+        assert header(answer, "etag") == header(zipped, "etag")
