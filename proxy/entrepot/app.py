@@ -320,51 +320,6 @@ def build_registry(
     )
 
 
-def prepare_registry(settings: Settings) -> str | None:
-    """Once at start, in the parent before workers fork (after the migrations): the
-    administrator from ``npm.registry.admin_password_file`` is created, or given that password
-    (and the admin flag) when it changed. None when there is nothing to do; otherwise what was
-    done, for the log. The password never reaches a log or an error message."""
-    registry = settings.npm.registry
-    path = registry.admin_password_file
-    if not (settings.npm.enabled and registry.enabled) or path is None:
-        return None
-    try:
-        password = path.read_text().rstrip("\r\n")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"npm.registry.admin_password_file: cannot read {path}: {e}") from e
-    if not password:
-        raise ConfigError(f"npm.registry.admin_password_file: {path} is empty")
-    from datetime import UTC, datetime
-
-    from entrepot.errors import ConflictError, InvalidRequestError
-    from entrepot.npm.registrystore import open_registry_store
-    from entrepot.npm.users import set_user
-
-    async def run() -> str:
-        store = open_registry_store(settings.stats.database, settings.data_dir)
-        try:
-            return await set_user(
-                store,
-                registry.admin_user,
-                password,
-                now=datetime.now(UTC),
-                admin=True,
-                update=True,
-            )
-        finally:
-            await store.close()
-
-    try:
-        try:
-            done = asyncio.run(run())
-        except ConflictError:  # another replica created it at the same moment
-            done = asyncio.run(run())
-    except InvalidRequestError as e:
-        raise ConfigError(f"npm.registry.admin_user {registry.admin_user}: {e.message}") from e
-    return f"npm registry administrator {registry.admin_user}: {done}"
-
-
 @dataclass
 class Mirror:
     """Everything one server process runs: the request handler and what it must close."""

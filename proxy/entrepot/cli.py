@@ -336,7 +336,7 @@ def _event_loop_runner() -> Callable[[Coroutine[Any, Any, None]], None]:
 
 def run(settings: Settings) -> int:
     """Serve in this process, or in N pre-forked workers (see entrepot.workers)."""
-    from entrepot.app import prepare_registry
+    from entrepot.npm.users import prepare_admin
     from entrepot.stats.sqlstore import prepare_stats
     from entrepot.storage.filesystem import remove_stale_staging
     from entrepot.web.server import raise_fd_limit
@@ -349,7 +349,7 @@ def run(settings: Settings) -> int:
     # Once, here in the parent, before workers fork: they find the schema ready.
     try:
         prepare_stats(settings)
-        admin = prepare_registry(settings)
+        admin = prepare_admin(settings)
     except UnavailableError as e:
         print(f"entrepot: {e.message}", file=sys.stderr)
         return 1

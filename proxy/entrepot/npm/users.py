@@ -29,6 +29,9 @@ What the npm CLI (11) sends, and what it is answered:
 
 Tokens and passwords never reach a log: a path that holds a token is rewritten in
 ``request.path`` (what the access log and any error log print) before anything else.
+
+Users also come from outside the API: :func:`set_user` (``entrepot user add``) and
+:func:`prepare_admin` (the administrator's password file, at start).
 """
 
 from __future__ import annotations
@@ -41,8 +44,9 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
 
-from entrepot.config import NpmRegistry
+from entrepot.config import NpmRegistry, Settings
 from entrepot.errors import (
+    ConfigError,
     ConflictError,
     ForbiddenError,
     InvalidRequestError,
@@ -57,7 +61,12 @@ from entrepot.npm.auth import (
     token_key,
 )
 from entrepot.npm.registry_auth import Authenticator
-from entrepot.npm.registrystore import RegistryStore, TokenRecord, UserRecord
+from entrepot.npm.registrystore import (
+    RegistryStore,
+    TokenRecord,
+    UserRecord,
+    open_registry_store,
+)
 from entrepot.web.http import AnyResponse, Request, Response
 
 JSON = "application/json"
@@ -477,3 +486,46 @@ async def set_user(
         name, now=now, password_hash=new_hash, admin=True if promote else None, email=new_email
     )
     return "updated"
+
+
+def prepare_admin(settings: Settings) -> str | None:
+    """Once at start, in the parent before workers fork (after the migrations): the
+    administrator from ``npm.registry.admin_password_file`` is created, or given that password
+    (and the admin flag) when it changed. None when there is nothing to do; otherwise what was
+    done, for the log. The password never reaches a log or an error message.
+
+    Here, not in :mod:`entrepot.app`: the parent must not import the metrics (prometheus_client
+    reads its multiprocess setting when first imported, which the parent sets later)."""
+    registry = settings.npm.registry
+    path = registry.admin_password_file
+    if not (settings.npm.enabled and registry.enabled) or path is None:
+        return None
+    try:
+        password = path.read_text().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"npm.registry.admin_password_file: cannot read {path}: {e}") from e
+    if not password:
+        raise ConfigError(f"npm.registry.admin_password_file: {path} is empty")
+
+    async def run() -> str:
+        store = open_registry_store(settings.stats.database, settings.data_dir)
+        try:
+            return await set_user(
+                store,
+                registry.admin_user,
+                password,
+                now=datetime.now(UTC),
+                admin=True,
+                update=True,
+            )
+        finally:
+            await store.close()
+
+    try:
+        try:
+            done = asyncio.run(run())
+        except ConflictError:  # another replica created it at the same moment
+            done = asyncio.run(run())
+    except InvalidRequestError as e:
+        raise ConfigError(f"npm.registry.admin_user {registry.admin_user}: {e.message}") from e
+    return f"npm registry administrator {registry.admin_user}: {done}"

@@ -1,7 +1,7 @@
 """The registry's users and tokens (entrepot.npm.users) on the real RegistryStore (SQLite in
 tmp_path) and Authenticator: the calls the npm CLI makes for adduser, login, whoami, logout
 and token create|list|revoke, as tests/integration/test_npm_users.py drives them with the
-real npm; and the administrator set from its file at start (entrepot.app.prepare_registry)."""
+real npm; and the administrator set from its file at start (entrepot.npm.users.prepare_admin)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-from entrepot.app import prepare_registry
 from entrepot.config import NpmRegistry, load_settings
 from entrepot.errors import (
     ConfigError,
@@ -30,7 +29,7 @@ from entrepot.npm.auth import check_password, token_key
 from entrepot.npm.handlers import json_error
 from entrepot.npm.registry_auth import WRONG, Authenticator
 from entrepot.npm.registrystore import RegistryStore, open_registry_store
-from entrepot.npm.users import UserEndpoints, set_user
+from entrepot.npm.users import UserEndpoints, prepare_admin, set_user
 from entrepot.sql.migrate import migrate
 from entrepot.web.http import Request, Response
 
@@ -537,10 +536,10 @@ def test_the_administrator_comes_from_its_file(tmp_path: Path) -> None:
         environ={},
     )
     migrate(None, settings.data_dir)
-    assert prepare_registry(settings) == "npm registry administrator root: created"
-    assert prepare_registry(settings) == "npm registry administrator root: unchanged"
+    assert prepare_admin(settings) == "npm registry administrator root: created"
+    assert prepare_admin(settings) == "npm registry administrator root: unchanged"
     secret.write_text("rotated\n")
-    assert prepare_registry(settings) == "npm registry administrator root: updated"
+    assert prepare_admin(settings) == "npm registry administrator root: updated"
 
     async def read() -> Any:
         s = open_registry_store(None, settings.data_dir)
@@ -554,11 +553,11 @@ def test_the_administrator_comes_from_its_file(tmp_path: Path) -> None:
     assert check_password("rotated", root.password_hash)
     secret.write_text("\n")
     with pytest.raises(ConfigError, match="is empty"):
-        prepare_registry(settings)
+        prepare_admin(settings)
     secret.unlink()
     with pytest.raises(ConfigError, match="cannot read"):
-        prepare_registry(settings)
+        prepare_admin(settings)
     unset = settings.model_copy(
         update={"npm": settings.npm.model_copy(update={"registry": NpmRegistry()})}
     )
-    assert prepare_registry(unset) is None
+    assert prepare_admin(unset) is None
