@@ -2,7 +2,8 @@
 user), ``npm login`` (an existing one: a wrong password, then the right one), ``npm whoami``,
 ``npm token create|list|revoke`` (read-only and CIDR-limited tokens), ``npm logout`` (then
 ``whoami`` fails), failed logins limited, self-registration off with the administrator from
-its file, and ``entrepot user add`` then ``npm login`` as that user.
+its file, and ``entrepot user add`` then ``npm login`` as that user. ``yarn npm login`` and
+``yarn npm whoami`` once (pnpm hands login, whoami and token to npm).
 
 npm reads a user's name and password from a terminal: the prompts are answered through a
 pseudo-terminal, as a person would (a pipe loses the password: npm's ``read`` never sees it).
@@ -240,6 +241,35 @@ def test_tokens_read_only_and_cidr_limited(
     fails(npm(ro, "whoami", check=False), "401")
     remaining = npm(alice.client, "token", "list", "--parseable").stdout.splitlines()[1:]
     assert [row.split("\t")[1] for row in remaining] == [alice.first[:10]]
+
+
+def test_yarn_npm_login_and_whoami(open_server: Server, tmp_path: Path) -> None:
+    """yarn Berry logs in by the same couch flow (409, then Basic on -rev); its own test
+    switch feeds the name and password that it would otherwise prompt for."""
+    if isinstance(result := jsclients.yarn_bin(), jsclients.Missing):
+        pytest.fail(f"yarn is needed for this test: {result.reason}")
+    made = httpx.put(
+        registry(open_server) + "-/user/org.couchdb.user:yuki",
+        json={"name": "yuki", "password": "yuki-password", "email": "yuki@example.com"},
+    )
+    assert made.status_code == 201
+    yuki = JsClient(
+        tmp_path / "yuki",
+        registry(open_server),
+        extra_env={
+            "YARN_IS_TEST_ENV": "1",
+            "YARN_INJECT_NPM_USER": "yuki",
+            "YARN_INJECT_NPM_PASSWORD": "yuki-password",
+        },
+    )
+    project = yuki.new_project({})
+    assert "Successfully logged in" in yuki.run("yarn", "npm", "login", cwd=project).stdout
+    saved = (yuki.home / ".yarnrc.yml").read_text()
+    token = re.search(r"npmAuthToken: (npm_\w+)", saved)
+    assert token, saved
+    assert token[1] != made.json()["token"]
+    assert "YN0000: yuki" in yuki.run("yarn", "npm", "whoami", cwd=project).stdout
+    never_logged(open_server, ["yuki-password", token[1], made.json()["token"]])
 
 
 def test_logout_then_login(open_server: Server, alice: Alice, tmp_path: Path) -> None:
