@@ -580,6 +580,18 @@ class RegistryStore:
             unpublished=None if row.unpublished is None else _time(row.unpublished),
         )
 
+    async def tarball_keys(self, name: str) -> dict[str, str]:
+        """The blob keys of a package's live versions, in one statement (what the documents of
+        a package published here point the tarball endpoint at)."""
+        v = versions.c
+        query = select(v.version, v.tarball_key).where(
+            v.package == name, v.unpublished.is_(None), v.tarball_key.is_not(None)
+        )
+        with translated("read tarball keys"):
+            async with reading(self.engine) as conn:
+                rows = (await conn.execute(query)).all()
+        return {str(version): str(key) for version, key in rows}
+
     # -- package writes ------------------------------------------------------------------------
 
     async def _lock(self, conn: AsyncConnection, name: str, *, live: bool = True) -> _State:
@@ -1246,6 +1258,16 @@ class RegistryStore:
                 names = list((await conn.execute(page)).scalars()) if size else []
                 found = await self._summaries(conn, names) if names else {}
         return SearchResult(total=total, packages=[found[n] for n in names if n in found])
+
+    async def revs(self) -> dict[str, int]:
+        """Every package's rev, the wholly unpublished ones too: what the registry compares
+        its stored documents with at start (a crash between a write's transaction and its
+        documents leaves them behind)."""
+        p = packages.c
+        with translated("list packages"):
+            async with reading(self.engine) as conn:
+                rows = (await conn.execute(select(p.name, p.rev))).all()
+        return {name: int(rev) for name, rev in rows}
 
     async def counts(self) -> tuple[int, int]:
         """(live packages, wholly unpublished packages): ``doc_count``, ``doc_del_count``."""

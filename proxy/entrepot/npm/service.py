@@ -20,6 +20,8 @@ meanwhile (the generation before the current one is kept for such readers).
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import hashlib
 import json
@@ -27,7 +29,8 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from typing import Literal
@@ -56,6 +59,7 @@ from entrepot.npm.packument import (
     Index,
     PackumentError,
     PackumentTooLargeError,
+    Policy,
     Representation,
     VersionEntry,
     compute,
@@ -68,6 +72,11 @@ from entrepot.storage.base import BlobInfo, Storage
 log = logging.getLogger("entrepot.npm")
 
 REPRESENTATIONS: tuple[Representation, ...] = ("full", "full.gz", "abbreviated", "abbreviated.gz")
+RESTAT_SECONDS = 1.0
+"""How long a worker trusts the index.json of a mirrored package it holds without a stat: a
+first publish here replaces it, and must shadow the upstream in every worker within this.
+Local packages are stat'ed at every request (one stat, ~3 µs), so a write through one worker
+is read back through any other."""
 IN_MEMORY_BYTES = 256 << 10
 """Documents up to this size are answered from memory; larger ones with sendfile (a 20 MB
 document written from memory to 64 slow clients would be buffered 64 times)."""
@@ -76,6 +85,21 @@ document written from memory to 64 slow clients would be buffered 64 times)."""
 def _file_part(rep: Representation, etag: str) -> str:
     tag = hashlib.sha256(etag.encode()).hexdigest()[:32]
     return f"{rep.replace('.gz', '')}-{tag}.json" + (".gz" if rep.endswith(".gz") else "")
+
+
+def local_tarball_key(name: str, version: str, integrity: str, nonce: str) -> str:
+    """Where a version published here keeps its tarball:
+    ``npm-local/<escaped name>/<escaped version>-<16 hex of its sha512>-<nonce>.tgz``. No
+    mirrored tarball lives under ``npm-local/``, and the nonce makes every attempt's key its
+    own, so a refused or failed publish deletes only what it wrote."""
+    names.check_version_text(version)
+    _, _, b64 = integrity.partition("-")
+    try:
+        digest = base64.b64decode(b64, validate=True).hex()[:16]
+    except (binascii.Error, ValueError):
+        digest = "0" * 16
+    folder = names.package_prefix(name).removeprefix("npm/")
+    return f"npm-local/{folder}/{names.escape(version)}-{digest}-{nonce}.tgz"
 
 
 @dataclass(frozen=True)
@@ -91,6 +115,8 @@ class Package:
     stamp: tuple[int, int]  # index.json's (mtime_ns, size) when read
     previous: dict[Representation, str] = field(default_factory=dict)
     cost: int = 0
+    local_rev: int | None = None  # published here (the store's rev it was built at): never upstream
+    deleted: bool = False  # a local package wholly unpublished (404, never upstream again)
 
 
 @dataclass(frozen=True)
@@ -150,6 +176,12 @@ class NpmService:
         self._packages: OrderedDict[str, Package] = OrderedDict()
         self._packages_cost = 0
         self._packages_budget = max(1 << 20, self.cache.memory_bytes // 2)
+        self._checked: dict[str, float] = {}  # name → when index.json was last stat'ed
+        self.startup: list[Callable[[], Awaitable[None]]] = []
+        """Work to run once before the first package request (the private registry heals
+        documents a crash left behind its store); a failure is logged and retried later."""
+        self._started: asyncio.Task[None] | None = None
+        self._startup_retry = 0.0
         self.set_base_url(base_url)
 
     def set_base_url(self, base_url: str) -> None:
@@ -191,11 +223,13 @@ class NpmService:
         ``write`` (``?write=true``) and ``force`` (a tarball of a version the index does not
         know) ask the upstream now whatever the age; ``force`` still honours a remembered
         failure."""
-        self.check_name_policy(name)
+        if self.startup:
+            await self._run_startup()
         now = self.clock()
-        package = self._packages.get(name)
-        if package is None or self._age(package, now) > self.cache.packument_ttl:
-            package = await self._load(name, package)
+        package = await self._current(name, now, write=write)
+        if package is not None and package.local_rev is not None:
+            return await self._local(name, package), "hit", None
+        self.check_name_policy(name)
         if package is not None and package.fingerprint != self.fingerprint and not write:
             package = await self._recompute(name)
         if package is not None and not write and not force:
@@ -246,6 +280,102 @@ class NpmService:
     def _can_serve_stale(self, package: Package, now: float) -> bool:
         return self._age(package, now) <= self.cache.packument_ttl + self.cache.max_stale
 
+    async def _current(self, name: str, now: float, *, write: bool = False) -> Package | None:
+        """The package as this worker knows it, index.json stat'ed again when it may have
+        changed: always for a local package (and for ``?write=true``), after
+        :data:`RESTAT_SECONDS` for a mirrored one (a first publish here shadows it), after
+        the packument's TTL as before."""
+        package = self._packages.get(name)
+        if (
+            package is None
+            or write
+            or package.local_rev is not None
+            or now - self._checked.get(name, 0.0) >= RESTAT_SECONDS
+            or self._age(package, now) > self.cache.packument_ttl
+        ):
+            package = await self._load(name, package)
+            if package is not None:
+                self._checked[name] = now
+        return package
+
+    async def _local(self, name: str, package: Package) -> Package:
+        """A package published here: always fresh, never asked upstream."""
+        if package.fingerprint != self.fingerprint:
+            package = await self._recompute(name) or package
+        if package.deleted:
+            raise NotFoundError(
+                f"{name} was unpublished from this registry; its version numbers cannot be"
+                " published again, its name can"
+            )
+        self.metrics.record_cache("packument", "hit")
+        return package
+
+    async def _run_startup(self) -> None:
+        """The startup work, once per worker (concurrent first requests wait for the same
+        run); a failure is logged and tried again 30 s later, never raised to a reader."""
+        if self._started is None:
+            if self.clock() < self._startup_retry:
+                return
+            self._started = asyncio.ensure_future(self._startup_work())
+        await asyncio.shield(self._started)
+
+    async def _startup_work(self) -> None:
+        try:
+            for work in self.startup:
+                await work()
+        except Exception as e:  # reads go on; the next writes heal too
+            log.warning("npm start-up work failed (tried again in 30 s): %s", e)
+            self._started = None
+            self._startup_retry = self.clock() + 30
+            return
+        self.startup = []
+
+    # -- packages published here ----------------------------------------------------------------
+
+    def local_lock(self, name: str) -> AbstractAsyncContextManager[None]:
+        """The package's lock across workers: the one mirrored refreshes take, so a first
+        publish and an upstream refresh never write the index one over the other."""
+        return self.storage.exclusive(self._index_key(name))
+
+    async def local_rev(self, name: str) -> int | None:
+        """The store rev the stored documents of ``name`` were built at (None: not built
+        from the store: mirrored, or never published)."""
+        package = await self._load(name, self._packages.get(name))
+        return None if package is None else package.local_rev
+
+    def local_tarballs(self, name: str) -> dict[str, str]:
+        """Version → blob key of the local package as last loaded (by :meth:`local_rev`)."""
+        package = self._packages.get(name)
+        if package is None or package.local_rev is None:
+            return {}
+        return {
+            v: e.tarball
+            for v, e in package.index.versions.items()
+            if e.tarball.startswith("npm-local/")
+        }
+
+    async def publish_local(
+        self, name: str, raw: bytes, *, rev: int, deleted: bool = False
+    ) -> Package:
+        """The documents of a package published here, computed from ``raw`` (the packument
+        the registry built from its store) exactly as a mirrored one's, and published with
+        the same layout; the index says ``local``. The caller holds :meth:`local_lock`."""
+        now = self.clock()
+        docs = await self._compute(name, raw, now, local=True)
+        known = await self._load(name, self._packages.get(name))
+        package = await self._publish(
+            name,
+            docs,
+            None,
+            now,
+            known,
+            local_rev=rev,
+            deleted=deleted,
+            extra={self._local_key(name): raw},
+        )
+        self._checked[name] = now
+        return package
+
     async def _document(
         self, package: Package, rep: Representation, cache: CacheResult, stale: str | None
     ) -> Document:
@@ -288,6 +418,9 @@ class NpmService:
     def _upstream_key(self, name: str) -> str:
         return f"{names.package_prefix(name)}/packument/upstream.json"
 
+    def _local_key(self, name: str) -> str:
+        return f"{names.package_prefix(name)}/packument/local.json"
+
     async def _load(self, name: str, known: Package | None) -> Package | None:
         """The package as index.json says (re-read only when the file changed)."""
         key = self._index_key(name)
@@ -320,6 +453,20 @@ class NpmService:
             known = await self._load(name, self._packages.get(name))
             if known is None or known.fingerprint == self.fingerprint:
                 return known  # gone, or another worker computed it meanwhile
+            if known.local_rev is not None:
+                raw = await self.storage.get(self._local_key(name))
+                if raw is None:  # nothing to compute from: serve what was built
+                    return known
+                docs = await self._compute(name, raw, self.clock(), local=True)
+                return await self._publish(
+                    name,
+                    docs,
+                    None,
+                    known.fetched,
+                    known,
+                    local_rev=known.local_rev,
+                    deleted=known.deleted,
+                )
             raw = await self.storage.get(self._upstream_key(name))
             if raw is None:
                 stale = replace(known, fetched=0.0)
@@ -370,6 +517,8 @@ class NpmService:
         try:
             async with self.storage.exclusive(key):
                 known = await self._load(name, self._packages.get(name))
+                if known is not None and known.local_rev is not None:
+                    return known  # published here meanwhile: the upstream is never asked
                 if (
                     known is not None
                     and not background
@@ -440,10 +589,12 @@ class NpmService:
             raise UnavailableError(self.missing_upstream or "no npm upstream is configured")
         return self.upstream
 
-    async def _compute(self, name: str, raw: bytes, now: float) -> Documents:
-        policy = policy_for(
+    async def _compute(
+        self, name: str, raw: bytes, now: float, *, local: bool = False
+    ) -> Documents:
+        policy: Policy = policy_for(
             name,
-            min_release_age=self.policy.min_release_age,
+            min_release_age=0.0 if local else self.policy.min_release_age,
             exempt=self.policy.min_release_age_exempt,
             blocked=self.policy.blocked,
         )
@@ -465,7 +616,16 @@ class NpmService:
             raise
 
     async def _publish(
-        self, name: str, docs: Documents, up_etag: str | None, now: float, known: Package | None
+        self,
+        name: str,
+        docs: Documents,
+        up_etag: str | None,
+        now: float,
+        known: Package | None,
+        *,
+        local_rev: int | None = None,
+        deleted: bool = False,
+        extra: dict[str, bytes] | None = None,
     ) -> Package:
         prefix = f"{names.package_prefix(name)}/packument/"
         bodies: dict[Representation, bytes] = {
@@ -475,10 +635,14 @@ class NpmService:
             "abbreviated.gz": docs.abbreviated.gzip,
         }
         files: dict[Representation, str] = {}
+        writes = [self.storage.put_bytes(key, body) for key, body in (extra or {}).items()]
         for rep, body in bodies.items():
             files[rep] = prefix + _file_part(rep, docs.index.etags[rep])
             if await self.storage.stat(files[rep]) is None:
-                await self.storage.put_bytes(files[rep], body)
+                writes.append(self.storage.put_bytes(files[rep], body))
+        # At once: each write waits for its fsync, and the disk takes them together. The
+        # index names the documents only once they are all in place.
+        await asyncio.gather(*writes)
         previous = dict(known.files) if known is not None and known.files != files else {}
         package = Package(
             index=docs.index,
@@ -489,6 +653,8 @@ class NpmService:
             too_new=any(h.reason == "too-new" for h in docs.hidden),
             stamp=(0, 0),
             previous=previous,
+            local_rev=local_rev,
+            deleted=deleted,
         )
         published = await self._publish_index(name, package)
         if known is not None:  # the generation before the previous one has no reader left
@@ -513,18 +679,26 @@ class NpmService:
             self._packages_cost -= old.cost
         self._packages[name] = package
         self._packages_cost += cost
+        self._checked[name] = self.clock()
         while self._packages_cost > self._packages_budget and len(self._packages) > 1:
-            _, dropped = self._packages.popitem(last=False)
+            gone, dropped = self._packages.popitem(last=False)
             self._packages_cost -= dropped.cost
+            self._checked.pop(gone, None)
 
     def _forget(self, name: str) -> None:
         old = self._packages.pop(name, None)
+        self._checked.pop(name, None)
         if old is not None:
             self._packages_cost -= old.cost
 
     # -- tarballs -----------------------------------------------------------------------------
 
     async def tarball(self, name: str, version: str) -> Tarball:
+        if self.startup:
+            await self._run_startup()
+        known = await self._current(name, self.clock())
+        if known is not None and known.local_rev is not None:
+            return await self._local_tarball(name, version, known)
         self.check_name_policy(name)
         key = names.tarball_key(name, version)
         remembered = self.failures.get(key, self.clock())
@@ -533,7 +707,7 @@ class NpmService:
             raise remembered
         # Any stored index will do, whatever its age: the tarball is immutable, and with the
         # upstream gone for longer than max_stale a cached tarball must still be served.
-        package = self._packages.get(name) or await self._load(name, None)
+        package = known
         if package is None:
             package, _, _ = await self.package(name)
         try:
@@ -559,6 +733,21 @@ class NpmService:
         assert isinstance(result, BlobInfo)
         self.metrics.record_cache("tarball", "miss")
         return Tarball(result, "miss")
+
+    async def _local_tarball(self, name: str, version: str, package: Package) -> Tarball:
+        """A tarball published here: its key is the index entry's (no database read)."""
+        entry = package.index.versions.get(version)
+        if package.deleted or entry is None:
+            raise NotFoundError(f"{name}@{version} is not published on this registry")
+        blob = (
+            await self.storage.stat(entry.tarball)
+            if entry.tarball.startswith("npm-local/")
+            else None
+        )
+        if blob is None:
+            raise NotFoundError(f"{name}@{version}: the tarball is missing from this registry")
+        self.metrics.record_cache("tarball", "hit")
+        return Tarball(blob, "hit")
 
     async def _entry(self, name: str, version: str, package: Package) -> VersionEntry:
         """The version's dist as the index gives it; a version the index does not know (a
@@ -649,6 +838,9 @@ def _index_bytes(package: Package) -> bytes:
         "files": package.files,
         "previous": package.previous,
     }
+    if package.local_rev is not None:
+        meta["local"] = package.local_rev
+        meta["deleted"] = package.deleted
     return b'{"meta":' + json.dumps(meta).encode() + b',"index":' + package.index.to_bytes() + b"}"
 
 
@@ -670,8 +862,10 @@ def _parse_index(raw: bytes, stamp: tuple[int, int]) -> Package:
             too_new=bool(meta.get("too_new")),
             stamp=stamp,
             previous=previous,
+            local_rev=None if meta.get("local") is None else int(meta["local"]),
+            deleted=bool(meta.get("deleted")),
         )
-    except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError, json.JSONDecodeError) as e:
         raise ValueError(f"not an index: {e!r}") from e
 
 
