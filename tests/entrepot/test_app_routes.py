@@ -67,5 +67,6 @@ async def test_go_at_the_root_and_npm_under_its_prefix(tmp_path: Path) -> None:
         assert refused.status_code == 405
         assert refused.headers["allow"] == "GET, HEAD"
         npm_write = await client.put("/npm/left-pad", content=b"{}")
-        assert npm_write.status_code == 405
+        assert npm_write.status_code == 401  # the private registry: who is publishing?
         assert "error" in npm_write.json()
+        assert npm_write.headers["www-authenticate"].startswith("Basic")
