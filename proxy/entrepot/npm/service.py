@@ -48,6 +48,7 @@ from entrepot.errors import (
 )
 from entrepot.metrics import CacheResult, Metrics
 from entrepot.npm import names
+from entrepot.npm.compute import Computer
 from entrepot.npm.integrity import (
     IntegrityError,
     TarballTooLargeError,
@@ -62,7 +63,6 @@ from entrepot.npm.packument import (
     Policy,
     Representation,
     VersionEntry,
-    compute,
     policy_for,
     served_entry,
 )
@@ -167,6 +167,7 @@ class NpmService:
         self.published = published
         self.missing_upstream = missing_upstream
         self.flights: Coalescer[object] = Coalescer()
+        self.computer = Computer()
         self.failures = FailureCache(
             not_found_ttl=self.cache.negative_ttl,
             error_ttl=self.cache.error_ttl,
@@ -599,8 +600,7 @@ class NpmService:
             blocked=self.policy.blocked,
         )
         try:
-            return await asyncio.to_thread(
-                compute,
+            return await self.computer.documents(
                 raw,
                 name=name,
                 base_url=self.base_url,
@@ -827,6 +827,7 @@ class NpmService:
 
     async def close(self, grace: float) -> None:
         await self.flights.drain(grace)
+        self.computer.close()
 
 
 def _index_bytes(package: Package) -> bytes:

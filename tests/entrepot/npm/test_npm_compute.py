@@ -43,8 +43,9 @@ async def test_a_large_packument_is_computed_in_a_process_of_its_own() -> None:
     assert docs.full.body == here.full.body
     assert docs.abbreviated.gzip == here.abbreviated.gzip
     assert docs.index.to_bytes() == here.index.to_bytes()
-    # The worker holds the results (~1.3x the packument in bytes), not the parse (~10x).
-    assert grown < 4 * len(raw) / (1 << 20), f"RSS grew {grown:.0f} MiB"
+    # The worker holds the results (~1.3x the packument in bytes, plus the pickle buffers),
+    # not the parse: computed here, a 13.9 MB packument left +219 MiB (15x) behind.
+    assert grown < 8 * len(raw) / (1 << 20), f"RSS grew {grown:.0f} MiB"
 
 
 async def test_errors_come_back_from_the_process_as_they_are() -> None:
