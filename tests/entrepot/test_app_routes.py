@@ -3,6 +3,7 @@ npm under its prefix, an npm-only mirror at the root, and npm without an upstrea
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,6 +14,7 @@ import httpx
 from entrepot.accesslog import AccessLog
 from entrepot.app import build_mirror
 from entrepot.config import Settings
+from entrepot.stats.sqlstore import prepare_stats
 from entrepot.web.server import HttpServer
 
 
@@ -21,6 +23,8 @@ async def serving(tmp_path: Path, config: dict[str, Any]) -> AsyncIterator[httpx
     settings = Settings.model_validate(
         {"data_dir": str(tmp_path / "data"), "stats": {"enabled": False}, **config}
     )
+    # the registry's tables, as `entrepot serve` makes them first (it runs its own loop)
+    await asyncio.to_thread(prepare_stats, settings)
     mirror = build_mirror(settings, access_log=AccessLog(enabled=False))
     server = HttpServer(mirror.app)
     mirror.start()
@@ -59,7 +63,10 @@ async def test_go_at_the_root_and_npm_under_its_prefix(tmp_path: Path) -> None:
         assert "GOPROXY=" in index.text
         assert "npm config set registry" in index.text
         assert "/npm/" in index.text
-        assert (await client.get("/npm/")).json()["db_name"] == "registry"
+        root = (await client.get("/npm/")).json()
+        assert (root["db_name"], root["doc_count"], root["doc_del_count"]) == ("registry", 0, 0)
+        ping = await client.get("/npm/-/ping?write=true")  # answered here, not upstream
+        assert (ping.status_code, ping.json()) == (200, {})
         go = await client.get("/example.com/m/@v/list")
         assert go.status_code == 404  # GOPROXY=off: not found, in Go's text form
         assert go.headers["content-type"].startswith("text/plain")

@@ -139,6 +139,10 @@ class NpmHandlers:
             return await self._registry_endpoint(request, rel[1:])
         if rel == "/":
             request.endpoint = "npm_api"
+            for part in self.registry:
+                answer = await part.endpoint(request, "")
+                if answer is not None:
+                    return answer
             return self._root(request)
         if request.method not in ("GET", "HEAD"):
             request.endpoint = "packument"

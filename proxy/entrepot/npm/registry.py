@@ -36,6 +36,7 @@ from fnmatch import fnmatchcase
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote
 
+from entrepot import __version__
 from entrepot.config import NpmSettings
 from entrepot.errors import (
     EntrepotError,
@@ -346,6 +347,19 @@ class RegistryEndpoints:
     # -- reads and listings under /-/ ---------------------------------------------------------
 
     async def endpoint(self, request: Request, rel: str) -> AnyResponse | None:
+        if rel == "":  # GET /: the registry's own document, with its counts
+            docs, deleted = await self.store.counts()
+            return _json(
+                {
+                    "db_name": "registry",
+                    "engine": f"entrepot/{__version__}",
+                    "doc_count": docs,
+                    "doc_del_count": deleted,
+                    "doc": "an npm registry and mirror: npm config set registry <this URL>",
+                }
+            )
+        if rel == "-/ping":  # this registry answers for itself, upstream or not
+            return _json({})
         if rel.startswith("-/package/"):
             return await self._dist_tags(request, rel[len("-/package/") :])
         if rel == "-/v1/search":
