@@ -727,7 +727,9 @@ def test_ping_search_and_audit_pass_through(
     assert report["vulnerabilities"]["fixture-old"]["severity"] == "high"
     assert upstream.audits
     assert upstream.audits[-1]["fixture-old"] == ["0.1.0"]
-    assert upstream.count() >= 4
+    assert upstream.count() >= 3
+    # the registry answers npm ping itself (it is up even when its upstream is not)
+    assert not [seen for seen in upstream.log if seen.path.startswith("/-/ping")]
 
 
 def test_signing_keys_pass_through_and_signatures_still_verify(
