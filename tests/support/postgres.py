@@ -24,6 +24,7 @@ if __package__ in (None, ""):  # run as a script (make test-postgres / test-prom
     _sys.path.insert(0, str(_Path(__file__).resolve().parent.parent))
 
 import contextlib
+import itertools
 import os
 import pwd
 import shutil
@@ -203,3 +204,33 @@ if __name__ == "__main__":
         sys.exit(install())
     print("usage: python3 tests/support/postgres.py install", file=sys.stderr)
     sys.exit(2)
+
+
+_databases = itertools.count()
+
+
+@contextlib.contextmanager
+def required_postgres() -> Iterator[Postgres]:
+    """A running server for tests that need one: skipped when ``ENTREPOT_TEST_NO_POSTGRES=1``
+    says so, failed with the reason when it cannot be had (never skipped silently)."""
+    import pytest
+
+    if os.environ.get(SKIP_VARIABLE) == "1":
+        pytest.skip(f"{SKIP_VARIABLE}=1: the PostgreSQL half of the SQL store tests is off")
+    reason = unavailable_reason()
+    if reason:
+        pytest.fail(f"PostgreSQL is needed for these tests: {reason}")
+    with running_postgres() as pg:
+        yield pg
+
+
+def fresh_database(pg: Postgres) -> str:
+    """The URL of a new, empty database on ``pg`` (a unique name per call)."""
+    name = f"t{os.getpid()}_{next(_databases)}"
+    createdb = str(pg.bin_dir / "createdb")
+    subprocess.run(
+        [createdb, "-h", "127.0.0.1", "-p", str(pg.port), "-U", "postgres", name],
+        check=True,
+        capture_output=True,
+    )
+    return pg.url(name)

@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import itertools
 import json
-import os
 import sqlite3
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -37,32 +34,15 @@ from entrepot.npm.registrystore import (
 )
 from entrepot.sql.engine import create_engine, writing
 from entrepot.sql.migrate import head_revision, migrate
-from support.postgres import SKIP_VARIABLE, Postgres, running_postgres, unavailable_reason
+from support.postgres import Postgres, fresh_database, required_postgres
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-_names = itertools.count()
 
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[Postgres]:
-    if os.environ.get(SKIP_VARIABLE) == "1":
-        pytest.skip(f"{SKIP_VARIABLE}=1: the PostgreSQL half of the SQL store tests is off")
-    reason = unavailable_reason()
-    if reason:
-        pytest.fail(f"PostgreSQL is needed for these tests: {reason}")
-    with running_postgres() as pg:
+    with required_postgres() as pg:
         yield pg
-
-
-def fresh_database(pg: Postgres) -> str:
-    name = f"r{os.getpid()}_{next(_names)}"
-    createdb = str(pg.bin_dir / "createdb")
-    subprocess.run(
-        [createdb, "-h", "127.0.0.1", "-p", str(pg.port), "-U", "postgres", name],
-        check=True,
-        capture_output=True,
-    )
-    return pg.url(name)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

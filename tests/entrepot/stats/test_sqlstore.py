@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import itertools
 import os
 import sqlite3
 import subprocess
@@ -34,7 +33,7 @@ from entrepot.stats.sqlstore import (
     version_totals,
 )
 from entrepot.stats.store import CountKey, Inventory, Ranked
-from support.postgres import SKIP_VARIABLE, Postgres, running_postgres, unavailable_reason
+from support.postgres import SKIP_VARIABLE, Postgres, fresh_database, required_postgres
 
 TABLES = {
     t.name: t
@@ -49,29 +48,12 @@ TABLES = {
     )
 }
 D1, D2, D3, D4 = (dt.date(2026, 3, d) for d in (1, 2, 3, 4))
-_names = itertools.count()
 
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[Postgres]:
-    if os.environ.get(SKIP_VARIABLE) == "1":
-        pytest.skip(f"{SKIP_VARIABLE}=1: the PostgreSQL half of the SQL store tests is off")
-    reason = unavailable_reason()
-    if reason:
-        pytest.fail(f"PostgreSQL is needed for these tests: {reason}")
-    with running_postgres() as pg:
+    with required_postgres() as pg:
         yield pg
-
-
-def fresh_database(pg: Postgres) -> str:
-    name = f"t{os.getpid()}_{next(_names)}"
-    createdb = str(pg.bin_dir / "createdb")
-    subprocess.run(
-        [createdb, "-h", "127.0.0.1", "-p", str(pg.port), "-U", "postgres", name],
-        check=True,
-        capture_output=True,
-    )
-    return pg.url(name)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
