@@ -29,10 +29,11 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
+from pathlib import Path
 from typing import Literal
 
 from entrepot.caches import FailureCache, MemoryCache
@@ -48,7 +49,7 @@ from entrepot.errors import (
 )
 from entrepot.metrics import CacheResult, Metrics
 from entrepot.npm import names
-from entrepot.npm.compute import Computer
+from entrepot.npm.compute import Body, Computed, Computer
 from entrepot.npm.integrity import (
     IntegrityError,
     TarballTooLargeError,
@@ -56,7 +57,6 @@ from entrepot.npm.integrity import (
     expected_from_dist,
 )
 from entrepot.npm.packument import (
-    Documents,
     Index,
     PackumentError,
     PackumentTooLargeError,
@@ -362,14 +362,14 @@ class NpmService:
         the registry built from its store) exactly as a mirrored one's, and published with
         the same layout; the index says ``local``. The caller holds :meth:`local_lock`."""
         now = self.clock()
-        docs = await self._compute(name, raw, now, local=True)
         known = await self._load(name, self._packages.get(name))
-        package = await self._publish(
+        package = await self._build(
             name,
-            docs,
-            None,
-            now,
-            known,
+            raw,
+            now=now,
+            up_etag=None,
+            fetched=now,
+            known=known,
             local_rev=rev,
             deleted=deleted,
             extra={self._local_key(name): raw},
@@ -455,26 +455,32 @@ class NpmService:
             if known is None or known.fingerprint == self.fingerprint:
                 return known  # gone, or another worker computed it meanwhile
             if known.local_rev is not None:
-                raw = await self.storage.get(self._local_key(name))
-                if raw is None:  # nothing to compute from: serve what was built
+                source = await self._stored(self._local_key(name))
+                if source is None:  # nothing to compute from: serve what was built
                     return known
-                docs = await self._compute(name, raw, self.clock(), local=True)
-                return await self._publish(
+                return await self._build(
                     name,
-                    docs,
-                    None,
-                    known.fetched,
-                    known,
+                    source,
+                    now=self.clock(),
+                    up_etag=None,
+                    fetched=known.fetched,
+                    known=known,
                     local_rev=known.local_rev,
                     deleted=known.deleted,
                 )
-            raw = await self.storage.get(self._upstream_key(name))
-            if raw is None:
+            source = await self._stored(self._upstream_key(name))
+            if source is None:
                 stale = replace(known, fetched=0.0)
                 self._remember(name, stale)
                 return stale
-            docs = await self._compute(name, raw, self.clock())
-            return await self._publish(name, docs, known.upstream_etag, known.fetched, known)
+            return await self._build(
+                name,
+                source,
+                now=self.clock(),
+                up_etag=known.upstream_etag,
+                fetched=known.fetched,
+                known=known,
+            )
 
     async def _fetch(self, name: str, *, write: bool = False) -> Package:
         """The package refreshed from the upstream, one fetch per key for concurrent askers
@@ -540,14 +546,22 @@ class NpmService:
         return package
 
     async def _ask(self, name: str, known: Package | None) -> Package:
+        with self.storage.stage() as spill:
+            return await self._ask_into(name, known, spill)
+
+    async def _ask_into(self, name: str, known: Package | None, spill: Path) -> Package:
+        """:meth:`_ask`, a large answer streamed into ``spill`` (staged: removed unless it
+        became the stored upstream copy)."""
         upstream = self.upstream_or_raise()
         now = self.clock()
         same_settings = known is not None and known.fingerprint == self.fingerprint
         etag = known.upstream_etag if known is not None else None
         start = time.perf_counter()
+        max_bytes = self.settings.max_packument_bytes
+        memory_bytes = self.computer.in_process_bytes
         try:
             got = await upstream.packument(
-                name, etag=etag, max_bytes=self.settings.max_packument_bytes
+                name, etag=etag, max_bytes=max_bytes, spill=spill, memory_bytes=memory_bytes
             )
         except PackumentTooLargeError:
             self.metrics.record_npm_refused("too_large")
@@ -564,20 +578,21 @@ class NpmService:
             assert known is not None
             if same_settings and not known.too_new:
                 return await self._publish_index(name, replace(known, fetched=now))
-            raw = await self.storage.get(self._upstream_key(name))
-            if raw is None:  # the stored bytes are gone: ask again, unconditionally
-                got = await upstream.packument(
-                    name, etag=None, max_bytes=self.settings.max_packument_bytes
+            stored = await self._stored(self._upstream_key(name))
+            if stored is not None:
+                return await self._build(
+                    name, stored, now=now, up_etag=known.upstream_etag, fetched=now, known=known
                 )
-                assert got is not None
-                raw, up_etag = got.body, got.etag
-            else:
-                up_etag = known.upstream_etag
-        else:
-            raw, up_etag = got.body, got.etag
-            await self.storage.put_bytes(self._upstream_key(name), raw)
-        docs = await self._compute(name, raw, now)
-        return await self._publish(name, docs, up_etag, now, known)
+            # the stored bytes are gone: ask again, unconditionally
+            got = await upstream.packument(
+                name, etag=None, max_bytes=max_bytes, spill=spill, memory_bytes=memory_bytes
+            )
+            assert got is not None
+        # Computed before the upstream's bytes are kept: a packument that does not compute
+        # (not JSON, another package's) is never stored.
+        return await self._build(
+            name, got.body, now=now, up_etag=got.etag, fetched=now, known=known, upstream=got.body
+        )
 
     def _upstream_outcome(self, outcome: Literal["ok", "not_found", "error"], start: float) -> None:
         assert self.upstream is not None
@@ -590,9 +605,66 @@ class NpmService:
             raise UnavailableError(self.missing_upstream or "no npm upstream is configured")
         return self.upstream
 
+    async def _stored(self, key: str) -> Body | None:
+        """A stored packument to compute from: its file when large (read by the helper
+        process, never by this worker), else its bytes; None when absent."""
+        blob = await self.storage.stat(key)
+        if blob is None:
+            return None
+        if blob.path is not None and not self.computer.in_process(blob.size):
+            return blob.path
+        return await self.storage.get(key)
+
+    @contextlib.contextmanager
+    def _outputs(self) -> Iterator[dict[Representation, Path]]:
+        """Staged files for a large compute's four documents (removed unless published)."""
+        with contextlib.ExitStack() as stack:
+            yield {rep: stack.enter_context(self.storage.stage()) for rep in REPRESENTATIONS}
+
+    async def _build(
+        self,
+        name: str,
+        source: Body,
+        *,
+        now: float,
+        up_etag: str | None,
+        fetched: float,
+        known: Package | None,
+        local_rev: int | None = None,
+        deleted: bool = False,
+        extra: dict[str, bytes] | None = None,
+        upstream: Body | None = None,
+    ) -> Package:
+        """Compute the documents of ``source`` (policy measured at ``now``) and publish them;
+        ``upstream`` (the upstream's answer) is stored once it computed."""
+        with self._outputs() as outs:
+            computed = await self._compute(name, source, outs, now, local=local_rev is not None)
+            if upstream is not None:
+                key = self._upstream_key(name)
+                if isinstance(upstream, Path):
+                    await self.storage.put(key, upstream)
+                else:
+                    await self.storage.put_bytes(key, upstream)
+            return await self._publish(
+                name,
+                computed,
+                up_etag,
+                fetched,
+                known,
+                local_rev=local_rev,
+                deleted=deleted,
+                extra=extra,
+            )
+
     async def _compute(
-        self, name: str, raw: bytes, now: float, *, local: bool = False
-    ) -> Documents:
+        self,
+        name: str,
+        source: Body,
+        outs: dict[Representation, Path],
+        now: float,
+        *,
+        local: bool = False,
+    ) -> Computed:
         policy: Policy = policy_for(
             name,
             min_release_age=0.0 if local else self.policy.min_release_age,
@@ -601,7 +673,8 @@ class NpmService:
         )
         try:
             return await self.computer.documents(
-                raw,
+                source,
+                outs,
                 name=name,
                 base_url=self.base_url,
                 now=now,
@@ -618,7 +691,7 @@ class NpmService:
     async def _publish(
         self,
         name: str,
-        docs: Documents,
+        docs: Computed,
         up_etag: str | None,
         now: float,
         known: Package | None,
@@ -628,18 +701,15 @@ class NpmService:
         extra: dict[str, bytes] | None = None,
     ) -> Package:
         prefix = f"{names.package_prefix(name)}/packument/"
-        bodies: dict[Representation, bytes] = {
-            "full": docs.full.body,
-            "full.gz": docs.full.gzip,
-            "abbreviated": docs.abbreviated.body,
-            "abbreviated.gz": docs.abbreviated.gzip,
-        }
         files: dict[Representation, str] = {}
         writes = [self.storage.put_bytes(key, body) for key, body in (extra or {}).items()]
-        for rep, body in bodies.items():
+        for rep, body in docs.bodies.items():
             files[rep] = prefix + _file_part(rep, docs.index.etags[rep])
             if await self.storage.stat(files[rep]) is None:
-                writes.append(self.storage.put_bytes(files[rep], body))
+                if isinstance(body, Path):
+                    writes.append(self.storage.put(files[rep], body))
+                else:
+                    writes.append(self.storage.put_bytes(files[rep], body))
         # At once: each write waits for its fsync, and the disk takes them together. The
         # index names the documents only once they are all in place.
         await asyncio.gather(*writes)
@@ -650,7 +720,7 @@ class NpmService:
             fetched=now,
             upstream_etag=up_etag,
             fingerprint=self.fingerprint,
-            too_new=any(h.reason == "too-new" for h in docs.hidden),
+            too_new=docs.too_new,
             stamp=(0, 0),
             previous=previous,
             local_rev=local_rev,
@@ -827,7 +897,6 @@ class NpmService:
 
     async def close(self, grace: float) -> None:
         await self.flights.drain(grace)
-        self.computer.close()
 
 
 def _index_bytes(package: Package) -> bytes:

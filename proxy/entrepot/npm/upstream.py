@@ -42,9 +42,10 @@ PASS_HEADERS = ("content-type", "content-encoding", "cache-control", "etag", "la
 
 @dataclass(frozen=True)
 class Packument:
-    """An upstream packument: its bytes (decoded), and the validators to ask with next time."""
+    """An upstream packument: its bytes (decoded; or the spill file that holds them, for one
+    over the caller's in-memory limit), and the validators to ask with next time."""
 
-    body: bytes
+    body: bytes | Path
     etag: str | None
     last_modified: str | None
 
@@ -117,8 +118,18 @@ class NpmUpstream:
 
     # -- operations ---------------------------------------------------------------------------
 
-    async def packument(self, name: str, *, etag: str | None, max_bytes: int) -> Packument | None:
-        """The full packument, or None when ``etag`` still holds (304).
+    async def packument(
+        self,
+        name: str,
+        *,
+        etag: str | None,
+        max_bytes: int,
+        spill: Path | None = None,
+        memory_bytes: int = 0,
+    ) -> Packument | None:
+        """The full packument, or None when ``etag`` still holds (304). A body over
+        ``memory_bytes`` goes on into the file ``spill`` (its :attr:`Packument.body`), so that
+        a 20 MB packument is never held whole by the worker.
 
         Raises:
             NotFoundError: the upstream has no such package (404).
@@ -137,22 +148,36 @@ class NpmUpstream:
             if response.status_code == 304:
                 return None
             body = bytearray()
-            try:
-                async for chunk in self._body(response.aiter_bytes(), what):
-                    body += chunk
-                    if len(body) > max_bytes:
-                        from entrepot.npm.packument import PackumentTooLargeError
+            size = 0
+            with contextlib.ExitStack() as files:
+                out = None
+                try:
+                    async for chunk in self._body(response.aiter_bytes(), what):
+                        size += len(chunk)
+                        if size > max_bytes:
+                            from entrepot.npm.packument import PackumentTooLargeError
 
-                        raise PackumentTooLargeError(
-                            f"{what}: the upstream's packument is over npm.max_packument_bytes"
-                            f" ({max_bytes} bytes)"
-                        )
-            except httpx.TimeoutException as e:
-                raise UpstreamTimeoutError(f"{self.name}: timed out reading {what}") from e
-            except httpx.HTTPError as e:
-                raise UpstreamError(f"{self.name}: reading {what} failed: {e}") from e
+                            raise PackumentTooLargeError(
+                                f"{what}: the upstream's packument is over"
+                                f" npm.max_packument_bytes ({max_bytes} bytes)"
+                            )
+                        if out is not None:
+                            out.write(chunk)
+                        elif spill is not None and size > memory_bytes:
+                            out = files.enter_context(open(spill, "wb"))  # noqa: ASYNC230
+                            out.write(body)
+                            out.write(chunk)
+                            body = bytearray()
+                        else:
+                            body += chunk
+                except httpx.TimeoutException as e:
+                    raise UpstreamTimeoutError(f"{self.name}: timed out reading {what}") from e
+                except httpx.HTTPError as e:
+                    raise UpstreamError(f"{self.name}: reading {what} failed: {e}") from e
             return Packument(
-                bytes(body), response.headers.get("etag"), response.headers.get("last-modified")
+                bytes(body) if out is None else spill,  # type: ignore[arg-type]
+                response.headers.get("etag"),
+                response.headers.get("last-modified"),
             )
 
     def tarball_source(self, name: str, version: str, dist_tarball: str) -> str:

@@ -2,12 +2,14 @@
 
 The cases real clients cannot reach in a bounded time: a clock moved past TTLs (SWR, max
 stale, the negative cache, a version coming of age), a 304 from the upstream, a restart with
-another policy, and concurrent cold fetches.
+another policy, and concurrent cold fetches. Each runs twice: documents computed in a thread
+(small packuments) and by the helper process from spilled files (large ones).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from pathlib import Path
 
@@ -21,9 +23,25 @@ from entrepot.errors import (
     UpstreamError,
     VerificationError,
 )
+from entrepot.npm import service as service_module
+from entrepot.npm.compute import Computer
 from entrepot.web.responses import status_for
 
 OLD = time.time() - 86400 * 400
+
+
+@pytest.fixture(autouse=True, params=["thread", "helper"])
+def computed_by(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every packument small enough for a thread, or every one computed by the helper."""
+    if request.param == "helper":
+        monkeypatch.setattr(
+            service_module, "Computer", functools.partial(Computer, in_process_bytes=0)
+        )
+    return str(request.param)
+
+
+def staged(tmp_path: Path) -> list[Path]:
+    return [p for p in (tmp_path / "data").glob(".staging/*/*") if p.suffix == ".part"]
 
 
 @pytest.fixture
@@ -299,3 +317,27 @@ async def test_a_refused_tarball_is_remembered_as_a_refusal(
         await svc.tarball("left", "1.1.0")
     assert again.value.message == first.value.message
     assert status_for(again.value) == 502
+
+
+async def test_a_large_packument_is_spilled_stored_and_computed_from_files(
+    tmp_path: Path, registry: Registry, clock: Clock, computed_by: str
+) -> None:
+    svc = make_service(tmp_path, registry, clock)
+    doc = await svc.document("left", "full")
+    assert set(document(await svc.storage.get(doc.blob.key))["versions"]) == {"1.0.0", "1.1.0"}
+    stored = await svc.storage.get("npm/left/packument/upstream.json")
+    assert stored == registry.document("left")  # the upstream's bytes as they came
+    assert staged(tmp_path) == []  # the spill became upstream.json; the outputs, documents
+    assert (computed_by == "helper") == (svc.computer.in_process_bytes == 0)
+
+
+async def test_a_packument_that_does_not_compute_is_never_stored(
+    tmp_path: Path, registry: Registry, clock: Clock
+) -> None:
+    registry.bodies["left"] = b'{"name": "right", "versions": {}}' + b" " * 4096
+    svc = make_service(tmp_path, registry, clock)
+    with pytest.raises(VerificationError, match="right"):
+        await svc.document("left", "full")
+    assert await svc.storage.stat("npm/left/packument/upstream.json") is None
+    assert await svc.storage.stat("npm/left/packument/index.json") is None
+    assert staged(tmp_path) == []
