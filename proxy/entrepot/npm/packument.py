@@ -511,6 +511,16 @@ def _encoded(body: bytes, level: int = GZIP_LEVEL) -> Encoded:
     return Encoded(body, packed, _etag(body), _etag(packed))
 
 
+def etags_of(full: Encoded, abbreviated: Encoded) -> dict[Representation, str]:
+    """The ETag of every representation of a package's two documents (the index's)."""
+    return {
+        "full": full.etag,
+        "full.gz": full.gzip_etag,
+        "abbreviated": abbreviated.etag,
+        "abbreviated.gz": abbreviated.gzip_etag,
+    }
+
+
 # --------------------------------------------------------------------------------------------
 # Policy at compute time
 # --------------------------------------------------------------------------------------------
@@ -686,12 +696,7 @@ def compute(
         dist_tags={t: v for t, v in tags.items() if isinstance(v, str)},
         versions={v: VersionEntry(*spans[v], *dists[v]) for v in served},
         hidden=hidden,
-        etags={
-            "full": full_doc.etag,
-            "full.gz": full_doc.gzip_etag,
-            "abbreviated": corgi.etag,
-            "abbreviated.gz": corgi.gzip_etag,
-        },
+        etags=etags_of(full_doc, corgi),
         modified=parse_time(modified),
     )
     return Documents(
