@@ -30,7 +30,7 @@ import re
 import secrets
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from typing import Any, Literal
@@ -128,8 +128,8 @@ def with_tarball_keys(record: PackageRecord, keys: Mapping[str, str]) -> Package
     versions = {}
     for version, entry in record.versions.items():
         key = keys.get(version)
-        if key is None:
-            versions[version] = entry
+        if key is None or f'"tarball":{_dumps(key)}' in entry.manifest_json:
+            versions[version] = entry  # (published with its key: nothing to parse)
             continue
         manifest = entry.manifest()
         dist = dict(manifest.get("dist") or {})
@@ -541,6 +541,10 @@ class RegistryEndpoints:
             max_tarball_bytes=self.settings.max_tarball_bytes,
         )
         key = local_tarball_key(name, p.version, p.integrity, secrets.token_hex(4))
+        # Stored with its blob's key as dist.tarball: the documents splice it as it is.
+        dist = dict(p.manifest.get("dist") or {})
+        dist["tarball"] = key
+        p = replace(p, manifest={**p.manifest, "dist": dist})
         await self.storage.put_bytes(key, p.tarball)
         try:
             rev = await self.store.publish(

@@ -101,18 +101,18 @@ class Authenticator:
 
     async def _token(self, credentials: Bearer, address: IPAddress | None) -> Caller:
         key = token_key(credentials.token)
-        record = await self.store.token(key)
-        if record is None:
+        found = await self.store.token_owner(key)
+        if found is None:
             raise UnauthorizedError("unknown or revoked token: log in again (npm login)")
+        record, admin = found
         if not cidr_allows(record.cidrs, address):
             raise ForbiddenError(
                 f"this token may only be used from {', '.join(record.cidrs)}, not from"
                 f" {address or 'an unknown address'}"
             )
-        user = await self.store.user(record.user)
-        if user is None:
+        if admin is None:
             raise UnauthorizedError("the token's user no longer exists")
-        return Caller(user.name, user.admin, record.readonly, key, address)
+        return Caller(record.user, admin, record.readonly, key, address)
 
     async def _password(self, credentials: Basic, address: IPAddress | None) -> Caller:
         where = str(address)

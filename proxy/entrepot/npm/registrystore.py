@@ -1116,6 +1116,21 @@ class RegistryStore:
                 row = (await conn.execute(select(tokens).where(tokens.c.key == key))).first()
         return None if row is None else _token(row)
 
+    async def token_owner(self, key: str) -> tuple[TokenRecord, bool | None] | None:
+        """:meth:`token` with whether its user is an administrator (None: the user is gone),
+        in one query: what every authenticated request asks."""
+        query = (
+            select(tokens, users.c.admin.label("owner_admin"), users.c.name.label("owner"))
+            .join_from(tokens, users, users.c.name == tokens.c.user, isouter=True)
+            .where(tokens.c.key == key)
+        )
+        with translated("read a token"):
+            async with reading(self.engine) as conn:
+                row = (await conn.execute(query)).first()
+        if row is None:
+            return None
+        return _token(row), None if row.owner is None else bool(row.owner_admin)
+
     async def tokens(self, user: str, *, page: int = 0, per_page: int = 10) -> list[TokenRecord]:
         """A user's tokens, newest first (``npm token list``)."""
         t = tokens.c

@@ -783,3 +783,19 @@ async def test_sqlite_reads_search_indexes(tmp_path: Path) -> None:
             assert step.startswith("SEARCH "), (statement, plan)
             assert " USING " in step, (statement, plan)
     db.close()
+
+
+async def test_a_token_is_read_with_its_owner_in_one_query(store: RegistryStore) -> None:
+    await store.create_user("carol", email="c@example.com", password_hash="h", now=at(0))
+    keys = {u: hashlib.sha512(u.encode()).hexdigest() for u in ("carol", "ghost")}
+    for user, key in keys.items():
+        await store.create_token(key, user=user, prefix="p", readonly=True, cidrs=[], now=at(1))
+    found = await store.token_owner(keys["carol"])
+    assert found == (await store.token(keys["carol"]), False)
+    await store.update_user("carol", now=at(2), admin=True)
+    assert (await store.token_owner(keys["carol"]) or (None, None))[1] is True
+    # a token whose user is gone: the token, and None for the owner
+    ghost = await store.token_owner(keys["ghost"])
+    assert ghost is not None
+    assert (ghost[0].user, ghost[1]) == ("ghost", None)
+    assert await store.token_owner("0" * 128) is None
