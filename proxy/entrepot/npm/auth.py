@@ -24,7 +24,6 @@ import hmac
 import ipaddress
 import secrets
 import string
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -203,52 +202,16 @@ def cidr_allows(cidrs: Sequence[str], address: IPAddress | None) -> bool:
 # -- failed logins --------------------------------------------------------------------------
 
 
-class LoginLimiter:
-    """Failed logins per user and per address in a sliding ``window``: past ``limit`` failures
-    either key is refused until its oldest failure leaves the window. A success clears the
-    user's count (not the address's: one address guessing many users stays limited). Memory
-    is bounded (``max_keys``, oldest forgotten first)."""
-
-    def __init__(
-        self,
-        *,
-        limit: int = 10,
-        window: float = 300.0,
-        max_keys: int = 100_000,
-    ) -> None:
-        self.limit = limit
-        self.window = window
-        self.max_keys = max_keys
-        self._failures: OrderedDict[tuple[str, str], list[float]] = OrderedDict()
-
-    def _recent(self, key: tuple[str, str], now: float) -> list[float]:
-        times = self._failures.get(key)
-        if times is None:
-            return []
-        kept = [t for t in times if now - t < self.window]
-        if kept:
-            self._failures[key] = kept
-        else:
-            del self._failures[key]
-        return kept
-
-    def retry_after(self, user: str, address: str, now: float) -> float | None:
-        """Seconds until an attempt is allowed again; None when it is allowed now."""
-        waits = []
-        for key in (("user", user), ("address", address)):
-            times = self._recent(key, now)
-            if len(times) >= self.limit:
-                waits.append(times[-self.limit] + self.window - now)
-        return max(waits) if waits else None
-
-    def failed(self, user: str, address: str, now: float) -> None:
-        for key in (("user", user), ("address", address)):
-            times = self._recent(key, now)
-            times.append(now)
-            self._failures[key] = times[-self.limit :]
-            self._failures.move_to_end(key)
-        while len(self._failures) > self.max_keys:
-            self._failures.popitem(last=False)
-
-    def succeeded(self, user: str) -> None:
-        self._failures.pop(("user", user), None)
+def login_wait(
+    failures: Iterable[Sequence[float]], *, limit: int, window: float, now: float
+) -> float | None:
+    """Seconds until a login may be tried again, None when it may now: past ``limit`` failures
+    in the sliding ``window`` for any of its keys (the user, the address), a key is refused
+    until its ``limit``-th newest failure leaves the window. ``failures``: each key's failure
+    times (epoch seconds), newest first."""
+    waits = []
+    for times in failures:
+        recent = sorted((t for t in times if now - t < window), reverse=True)
+        if len(recent) >= limit:
+            waits.append(recent[limit - 1] + window - now)
+    return max(waits) if waits else None

@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from entrepot.config import NpmRegistry
 from entrepot.errors import ForbiddenError, RateLimitedError, UnauthorizedError
@@ -20,10 +21,10 @@ from entrepot.npm.auth import (
     Basic,
     Bearer,
     IPAddress,
-    LoginLimiter,
     check_password,
     cidr_allows,
     client_address,
+    login_wait,
     parse_authorization,
     parse_networks,
     token_key,
@@ -52,12 +53,13 @@ class Authenticator:
         store: RegistryStore,
         settings: NpmRegistry,
         *,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.settings = settings
         self.trusted = parse_networks(settings.trusted_proxies)
-        self.limiter = LoginLimiter(limit=settings.login_attempts, window=settings.login_window)
+        self.limit = settings.login_attempts
+        self.window = settings.login_window
         self.clock = clock
 
     def address(self, request: Request) -> IPAddress | None:
@@ -115,8 +117,16 @@ class Authenticator:
         return Caller(record.user, admin, record.readonly, key, address)
 
     async def _password(self, credentials: Basic, address: IPAddress | None) -> Caller:
+        """Failed logins are counted in the store, so every worker and replica refuses the
+        same guesser: per user, and per address (one address guessing many users)."""
         where = str(address)
-        wait = self.limiter.retry_after(credentials.user, where, self.clock())
+        keys = [("user", credentials.user), ("address", where)]
+        now = self.clock()
+        recent = await self.store.recent_login_failures(
+            keys, since=_at(now - self.window), limit=self.limit
+        )
+        failures = [[t.timestamp() for t in times] for times in recent.values()]
+        wait = login_wait(failures, limit=self.limit, window=self.window, now=now)
         if wait is not None:
             error = RateLimitedError(
                 f"too many failed logins for {credentials.user} or from {where}; retry in"
@@ -128,10 +138,16 @@ class Authenticator:
         stored = user.password_hash if user is not None else _DUMMY
         matches = await asyncio.to_thread(check_password, credentials.password, stored)
         if user is None or not matches:
-            self.limiter.failed(credentials.user, where, self.clock())
+            now = self.clock()
+            await self.store.login_failed(keys, now=_at(now), forget_before=_at(now - self.window))
             raise UnauthorizedError(WRONG)
-        self.limiter.succeeded(credentials.user)
+        if recent[keys[0]]:
+            await self.store.login_succeeded("user", credentials.user)
         return Caller(user.name, user.admin, False, None, address)
+
+
+def _at(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
 
 
 # Checked when the user does not exist, so that an unknown name costs as long as a wrong

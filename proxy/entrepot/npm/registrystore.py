@@ -197,6 +197,15 @@ tokens = Table(
     C("updated", BigInteger, nullable=False),
 )
 
+login_failures = Table(
+    "npm_login_failures",
+    _meta,
+    C("id", Integer, primary_key=True, autoincrement=True),
+    C("kind", String(8), nullable=False),
+    C("subject", String(256), nullable=False),
+    C("at", BigInteger, nullable=False),
+)
+
 
 # -- records -----------------------------------------------------------------------------------
 
@@ -1130,6 +1139,48 @@ class RegistryStore:
         if row is None:
             return None
         return _token(row), None if row.owner is None else bool(row.owner_admin)
+
+    # -- failed logins (the limiter every worker and replica shares) ---------------------------
+
+    async def recent_login_failures(
+        self, keys: Sequence[tuple[str, str]], *, since: datetime, limit: int
+    ) -> dict[tuple[str, str], list[datetime]]:
+        """The newest ``limit`` failures after ``since`` of each (kind, subject), newest first."""
+        f = login_failures.c
+        found: dict[tuple[str, str], list[datetime]] = {}
+        with translated("read failed logins"):
+            async with reading(self.engine) as conn:
+                for kind, subject in keys:
+                    query = (
+                        select(f.at)
+                        .where(f.kind == kind, f.subject == subject[:256], f.at > _ms(since))
+                        .order_by(f.at.desc())
+                        .limit(limit)
+                    )
+                    rows = (await conn.execute(query)).scalars().all()
+                    found[kind, subject] = [_time(at) for at in rows]
+        return found
+
+    async def login_failed(
+        self, keys: Sequence[tuple[str, str]], *, now: datetime, forget_before: datetime
+    ) -> None:
+        """Count one failure against each (kind, subject); failures older than
+        ``forget_before`` (of anyone) are deleted on the way, so the table stays small."""
+        f = login_failures.c
+        rows = [{"kind": k, "subject": s[:256], "at": _ms(now)} for k, s in keys]
+        with translated("count a failed login"):
+            async with writing(self.engine) as conn:
+                await conn.execute(delete(login_failures).where(f.at < _ms(forget_before)))
+                await conn.execute(login_failures.insert(), rows)
+
+    async def login_succeeded(self, kind: str, subject: str) -> None:
+        """Forget the failures counted against (kind, subject)."""
+        f = login_failures.c
+        with translated("clear failed logins"):
+            async with writing(self.engine) as conn:
+                await conn.execute(
+                    delete(login_failures).where(f.kind == kind, f.subject == subject[:256])
+                )
 
     async def tokens(self, user: str, *, page: int = 0, per_page: int = 10) -> list[TokenRecord]:
         """A user's tokens, newest first (``npm token list``)."""

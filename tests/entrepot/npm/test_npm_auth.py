@@ -10,11 +10,11 @@ import pytest
 from entrepot.npm.auth import (
     Basic,
     Bearer,
-    LoginLimiter,
     check_password,
     cidr_allows,
     client_address,
     hash_password,
+    login_wait,
     masked,
     new_token,
     parse_authorization,
@@ -114,23 +114,15 @@ def test_cidr_limited_tokens() -> None:
         parse_networks(["nope"])
 
 
-def test_failed_logins_are_limited_per_user_and_per_address() -> None:
-    limiter = LoginLimiter(limit=3, window=60)
-    for i in range(3):
-        assert limiter.retry_after("ann", "1.1.1.1", 100 + i) is None
-        limiter.failed("ann", "1.1.1.1", 100 + i)
-    wait = limiter.retry_after("ann", "2.2.2.2", 103)  # the user is limited everywhere
-    assert wait == pytest.approx(57)
-    assert limiter.retry_after("bob", "1.1.1.1", 103) is not None  # so is the address
-    assert limiter.retry_after("bob", "2.2.2.2", 103) is None
-    assert limiter.retry_after("ann", "2.2.2.2", 160.5) is None  # the window moved on
-    limiter.succeeded("ann")
-    assert limiter.retry_after("ann", "3.3.3.3", 103) is None
+def test_a_login_waits_once_any_key_has_its_limit_of_failures_in_the_window() -> None:
+    def wait(*keys: list[float], now: float) -> float | None:
+        return login_wait(keys, limit=3, window=60, now=now)
 
-
-def test_the_limiter_forgets_the_oldest_keys_past_its_bound() -> None:
-    limiter = LoginLimiter(limit=1, window=60, max_keys=10)
-    for i in range(100):
-        limiter.failed(f"user{i}", f"10.0.0.{i}", 1.0)
-    assert len(limiter._failures) <= 10
-    assert limiter.retry_after("user99", "9.9.9.9", 2.0) is not None
+    ann = [102.0, 101.0, 100.0]  # newest first
+    assert wait(ann[1:], [], now=103) is None  # two failures: allowed
+    assert wait(ann, [], now=103) == pytest.approx(57)  # the oldest of three leaves at 160
+    assert wait([], ann, now=103) == pytest.approx(57)  # the address's count alike
+    assert wait([150.0, *ann], [], now=151) == pytest.approx(10)  # the 3rd newest: 101
+    assert wait(ann, [], now=160.5) is None  # the window moved on
+    assert wait([120.0, 110.0, 20.0, 10.0], [], now=121) is None  # two are out of it
+    assert wait([1.0, 2.0, 3.0], [100.0, 99.0, 98.0], now=100) == pytest.approx(58)

@@ -134,7 +134,7 @@ async def stored(s: RegistryStore, name: str) -> PackageRecord:
 
 
 async def test_migration_makes_the_tables_and_indexes(db_url: str | None, tmp_path: Path) -> None:
-    assert head_revision() >= "0003"
+    assert head_revision() >= "0004"
     engine = create_engine(db_url, tmp_path)
 
     def look(conn: Any) -> dict[str, list[str]]:
@@ -155,6 +155,7 @@ async def test_migration_makes_the_tables_and_indexes(db_url: str | None, tmp_pa
         "npm_maintainers": ["npm_maintainers_by_user"],
         "npm_users": [],
         "npm_tokens": ["npm_tokens_by_user"],
+        "npm_login_failures": ["npm_login_failures_by_subject", "npm_login_failures_by_time"],
     }
 
 
@@ -799,3 +800,24 @@ async def test_a_token_is_read_with_its_owner_in_one_query(store: RegistryStore)
     assert ghost is not None
     assert (ghost[0].user, ghost[1]) == ("ghost", None)
     assert await store.token_owner("0" * 128) is None
+
+
+async def test_failed_logins_are_kept_per_key_and_forgotten_after_their_window(
+    store: RegistryStore,
+) -> None:
+    def sec(n: int) -> datetime:
+        return T0 + timedelta(seconds=n)
+
+    ann, here = ("user", "ann"), ("address", "10.0.0.1")
+    for second in (1, 2, 3):
+        await store.login_failed([ann, here], now=sec(second), forget_before=sec(0))
+    await store.login_failed([("user", "bob"), here], now=sec(4), forget_before=sec(0))
+    recent = await store.recent_login_failures([ann, here], since=sec(1), limit=3)
+    assert recent == {ann: [sec(3), sec(2)], here: [sec(4), sec(3), sec(2)]}
+    await store.login_succeeded("user", "ann")
+    recent = await store.recent_login_failures([ann, here], since=sec(0), limit=9)
+    assert (len(recent[ann]), len(recent[here])) == (0, 4)  # the address keeps its count
+    # a write forgets everyone's failures older than its window
+    await store.login_failed([("user", "cy")], now=sec(540), forget_before=sec(4))
+    recent = await store.recent_login_failures([here], since=sec(0), limit=9)
+    assert recent[here] == [sec(4)]

@@ -500,6 +500,30 @@ async def test_failed_logins_are_limited_with_retry_after(store: RegistryStore) 
     assert status == 201
 
 
+async def test_failed_logins_are_counted_across_workers(store: RegistryStore) -> None:
+    """Two workers (or replicas) on one store: the guesser's failures add up in both."""
+    clock = Clock()
+    one = make(store, clock, login_attempts=4, login_window=60)
+    two = make(store, clock, login_attempts=4, login_window=60)
+    await adduser(one)
+    path = "-/user/org.couchdb.user:alice/-rev/1-0"
+    for worker in (one, two, one, two):
+        with pytest.raises(UnauthorizedError):
+            await call(worker, request("PUT", path, body={}, basic=("alice", "guess")))
+    for worker in (one, two):
+        with pytest.raises(RateLimitedError):
+            await call(worker, request("PUT", path, body={}, basic=("alice", PASSWORD)))
+    # A success clears the user's count (after the window here), for every worker.
+    clock.now += 61
+    status, _ = await call(two, request("PUT", path, body={}, basic=("alice", PASSWORD)))
+    assert status == 201
+    for _ in range(3):
+        with pytest.raises(UnauthorizedError):
+            await call(one, request("PUT", path, body={}, basic=("alice", "guess")))
+    status, _ = await call(two, request("PUT", path, body={}, basic=("alice", PASSWORD)))
+    assert status == 201
+
+
 # -- set_user, the administrator -------------------------------------------------------------
 
 
