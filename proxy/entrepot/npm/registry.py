@@ -63,6 +63,9 @@ from entrepot.storage.base import Storage
 from entrepot.web.http import AnyResponse, Request, Response
 
 log = logging.getLogger("entrepot.npm.registry")
+LEFTOVER_SECONDS = 3600.0
+"""How old an unnamed ``npm-local/`` tarball must be before :meth:`collect_leftovers` takes it
+(far longer than any publish: its request is bounded by the server's deadlines)."""
 
 JSON = "application/json"
 _ATTACHMENTS = re.compile(rb'"_attachments"\s*:\s*\{\s*"')
@@ -652,6 +655,25 @@ class RegistryEndpoints:
                 healed += 1
         if healed:
             log.warning("rebuilt the documents of %d package(s) a crash left behind", healed)
+        await self.collect_leftovers()
+
+    async def collect_leftovers(self, *, older_than: float = LEFTOVER_SECONDS) -> int:
+        """Delete the tarballs under ``npm-local/`` that no version names and that are older
+        than ``older_than`` seconds: a publish writes its tarball before its transaction, so a
+        crash (or a refused transaction whose clean-up was cut short) between the two leaves
+        one behind. The age spares publishes in flight in other workers or replicas."""
+        referenced = await self.store.referenced_tarball_keys()
+        cutoff = (time.time() - older_than) * 1e9
+        removed = 0
+        for blob in await self.storage.list_prefix("npm-local"):
+            if blob.key not in referenced and blob.mtime_ns < cutoff:
+                await self.storage.delete(blob.key)
+                removed += 1
+        if removed:
+            log.warning(
+                "removed %d tarball(s) left behind by publishes that did not finish", removed
+            )
+        return removed
 
 
 def _body_rev(body: bytes) -> int | None:

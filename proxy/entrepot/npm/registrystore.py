@@ -601,6 +601,16 @@ class RegistryStore:
                 rows = (await conn.execute(query)).all()
         return {str(version): str(key) for version, key in rows}
 
+    async def referenced_tarball_keys(self) -> set[str]:
+        """Every blob key a version row names (live or unpublished): a blob under
+        ``npm-local/`` named by none is a leftover of a publish that did not commit."""
+        v = versions.c
+        query = select(v.tarball_key).where(v.tarball_key.is_not(None))
+        with translated("read tarball keys"):
+            async with reading(self.engine) as conn:
+                rows = (await conn.execute(query)).scalars().all()
+        return {str(key) for key in rows}
+
     # -- package writes ------------------------------------------------------------------------
 
     async def _lock(self, conn: AsyncConnection, name: str, *, live: bool = True) -> _State:

@@ -65,6 +65,11 @@ class Storage(Protocol):
         """Remove every blob whose key starts with ``prefix + "/"`` (a folder of blobs)."""
         ...
 
+    async def list_prefix(self, prefix: str) -> list[BlobInfo]:
+        """Every blob whose key starts with ``prefix + "/"``, in no order (maintenance scans,
+        not request paths)."""
+        ...
+
     def exclusive(self, key: str) -> AbstractAsyncContextManager[None]:
         """Hold the fetch lock of ``key`` across processes (and replicas, where supported).
 

@@ -228,6 +228,24 @@ class FilesystemStorage:
         check_key(prefix)
         await asyncio.to_thread(shutil.rmtree, self._path(prefix), ignore_errors=True)
 
+    async def list_prefix(self, prefix: str) -> list[BlobInfo]:
+        check_key(prefix)
+        return await asyncio.to_thread(self._walk, prefix)
+
+    def _walk(self, prefix: str) -> list[BlobInfo]:
+        found: list[BlobInfo] = []
+        top = self._path(prefix)
+        for folder, _, files in os.walk(top):
+            for file in files:
+                path = Path(folder) / file
+                try:
+                    st = path.stat()
+                except FileNotFoundError:  # removed while walking
+                    continue
+                key = path.relative_to(self.root).as_posix()
+                found.append(BlobInfo(key=key, size=st.st_size, mtime_ns=st.st_mtime_ns, path=path))
+        return found
+
     @contextlib.asynccontextmanager
     async def exclusive(self, key: str) -> AsyncIterator[None]:
         """An flock per key. Polled, not blocked on in a thread, so a waiter stays cancellable.

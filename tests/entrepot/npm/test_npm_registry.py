@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -297,6 +299,34 @@ async def test_documents_a_crash_left_behind_are_rebuilt_at_the_first_request(
     assert set(served["versions"]) == {"9.0.0"}
     assert (await fresh.tarball("left", "9.0.0")).blob.key == key
     assert upstream.packument_hits("left") == hits
+
+
+async def test_tarballs_no_version_names_are_collected_once_old(
+    tmp_path: Path, upstream: Registry, store: RegistryStore
+) -> None:
+    """A crash between a publish's tarball and its transaction leaves a blob no version names:
+    collected at start once older than the grace; named and young blobs stay."""
+    clock = Clock()
+    rig = Rig(tmp_path, upstream, clock, store)
+    data = tgz("7")
+    p = parse_publish(publish_body("left", "7.0.0", data), name="left", max_tarball_bytes=1 << 20)
+    named = local_tarball_key("left", "7.0.0", p.integrity, "0001")
+    await rig.a.storage.put_bytes(named, data)
+    await store.publish(p, tarball_key=named, size=len(data), user="alice", now=datetime.now(UTC))
+    orphan = local_tarball_key("left", "7.0.1", p.integrity, "0002")  # the crashed publish
+    young = local_tarball_key("left", "7.0.2", p.integrity, "0003")  # one in flight elsewhere
+    for key in (orphan, young):
+        await rig.a.storage.put_bytes(key, data)
+    hour_ago = time.time() - 3700
+    for key in (named, orphan):
+        os.utime(tmp_path / "data" / key, (hour_ago, hour_ago))
+    endpoints = rig.endpoints(rig.a)
+    assert await endpoints.collect_leftovers() == 1
+    assert await rig.a.storage.stat(orphan) is None
+    assert await rig.a.storage.stat(named) is not None
+    assert await rig.a.storage.stat(young) is not None
+    assert await endpoints.collect_leftovers(older_than=0) == 1  # the young one, once old
+    assert await rig.a.storage.stat(named) is not None
 
 
 def test_the_packument_built_from_the_store_computes_like_a_mirrored_one() -> None:
