@@ -94,6 +94,7 @@ def server(upstream: NpmFixture, tmp_path_factory: pytest.TempPathFactory) -> It
     env = {
         "ENTREPOT_NPM__UPSTREAM": upstream.url + "/",
         "ENTREPOT_NPM__REGISTRY__PUBLISH": RULES,
+        "ENTREPOT_STATS__FLUSH_INTERVAL": "1s",
     }
     with running_server(tmp_path_factory.mktemp("registry"), env=env) as running:
         yield running
@@ -188,6 +189,25 @@ def test_publish_then_install_beside_mirrored_packages(
     tgz = httpx.get(lock["node_modules/@corp/lib"].resolved).content
     digest = base64.b64encode(hashlib.sha512(tgz).digest()).decode()
     assert lock["node_modules/@corp/lib"].integrity == f"sha512-{digest}"
+
+    # The downloads API counts the private packages' tarballs like mirrored ones. Alice's
+    # install took them from her npm cache (npm publish put them there); bob's, with a
+    # cache of his own, fetches both, and the check above fetched @corp/lib once.
+    bob = client(tmp_path, server, tokens["bob"], "bob")
+    bob.run("npm", "install", cwd=bob.new_project({"entrepot-tool": "1.0.0"}))
+
+    def point(name: str) -> Any:
+        url = f"{registry(server)}downloads/point/last-day/{name}"
+        return httpx.get(url, timeout=10).json()
+
+    # Flushed every second; each worker caches an answer for 5 s: asked until both answer.
+    deadline = time.monotonic() + 30
+    while True:
+        counts = [point("entrepot-tool").get("downloads"), point("@corp/lib").get("downloads")]
+        if counts == [1, 2] or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert counts == [1, 2]
 
 
 def test_version_numbers_are_never_reused_and_others_cannot_publish_over(
