@@ -45,6 +45,7 @@ from entrepot.errors import (
     NotFoundError,
 )
 from entrepot.npm import names
+from entrepot.npm.localdocs import LocalPackage, LocalVersion
 from entrepot.npm.publish import (
     parse_publish,
     parse_rev,
@@ -93,19 +94,13 @@ def _dumps(value: object) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def packument_bytes(record: PackageRecord) -> bytes:
-    """The whole document of a package published here, from its store record (pure).
+def local_package(record: PackageRecord) -> LocalPackage:
+    """A package's store record in document order (pure): what :func:`assemble` joins and
+    :meth:`LocalPackage.to_bytes` writes whole.
 
-    Each version's manifest is spliced as the store keeps it (compact JSON), with
-    ``dist.tarball`` set to its blob's key: :func:`entrepot.npm.packument.compute` rewrites
-    the served URL under the registry's public URL and keeps the key in the index, where
-    the tarball endpoint finds it without a database read."""
-    manifests: list[str] = []
-    for version, entry in record.versions.items():
-        manifests.append(f"{_dumps(version)}:{entry.manifest_json}")
-    times = {"created": iso(record.created), "modified": iso(record.modified)}
-    for version, entry in record.versions.items():
-        times[version] = iso(entry.published)
+    Each version's manifest is kept as the store has it (compact JSON), ``dist.tarball``
+    being its blob's key: the served URL is written under the registry's public URL, and the
+    key stays in the index, where the tarball endpoint finds it without a database read."""
     head: dict[str, Any] = {
         "_id": record.name,
         "_rev": rev_text(record.name, record.rev),
@@ -116,14 +111,27 @@ def packument_bytes(record: PackageRecord) -> bytes:
     tail: dict[str, Any] = {
         "readme": record.readme or "",
         "maintainers": [{"name": n, "email": e} for n, e in record.maintainers],
-        "time": times,
     }
     for key in DOCUMENT_FIELDS:
         if key != "description" and key in record.document:
             tail[key] = record.document[key]
     tail["_attachments"] = {}
-    text = _dumps(head)[:-1] + ',"versions":{' + ",".join(manifests) + "}," + _dumps(tail)[1:]
-    return text.encode()
+    return LocalPackage(
+        name=record.name,
+        head=head,
+        versions=[
+            LocalVersion(version, entry.manifest_json, iso(entry.published))
+            for version, entry in record.versions.items()
+        ],
+        created=iso(record.created),
+        modified=iso(record.modified),
+        tail=tail,
+    )
+
+
+def packument_bytes(record: PackageRecord) -> bytes:
+    """The whole document of a package published here, from its store record (pure)."""
+    return local_package(record).to_bytes()
 
 
 def with_tarball_keys(record: PackageRecord, keys: Mapping[str, str]) -> PackageRecord:
