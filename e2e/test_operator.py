@@ -7,6 +7,7 @@ ModuleMirrors."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -25,9 +26,14 @@ import pytest
 import yaml
 from kubernetes import client, config
 
+from entrepot_operator.api import REPLICAS_NEED_A_REGISTRY_DATABASE, USERS_NEED_NAMES
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+# The private registry's npm helpers: a pseudo-terminal for npm's prompts, a package to publish.
+from integration.test_npm_publish_clients import package  # noqa: E402
+from integration.test_npm_users_clients import adduser, fails, login  # noqa: E402
 from support.gocmd import GoClient  # noqa: E402
 from support.kube import get, helm_install, service_account_kubeconfig, wait  # noqa: E402
 from support.modules import universe  # noqa: E402
@@ -286,6 +292,24 @@ def test_invalid_specs_are_refused_by_the_api_server(
             'unknown field "spec.go"',
         ),
         ({"npm": {"upstream": "https://r.example.com/"}, "replicas": 3}, "needs a shared cache"),
+        (
+            {
+                "npm": {"upstream": "https://r.example.com/"},
+                "replicas": 2,
+                "storage": {"emptyDir": {}},
+                "stats": {"enabled": False},
+            },
+            REPLICAS_NEED_A_REGISTRY_DATABASE,
+        ),
+        (
+            {
+                "npm": {
+                    "upstream": "https://r.example.com/",
+                    "registry": {"publish": [{"packages": ["@corp/*"], "allow": "users"}]},
+                }
+            },
+            USERS_NEED_NAMES,
+        ),
     ],
 )
 def test_invalid_npm_mirrors_are_refused_by_the_api_server(
@@ -650,6 +674,126 @@ def test_the_rendered_npm_mirror_serves_the_npm_client(kube: Any, ns: str, tmp_p
             assert upstream.count("@corp/tools") == 0  # never asked upstream
 
 
+ADMIN_SECRET = "entrepot-npm-admin"
+
+
+def registry_config(kube: Any, ns: str, name: str, tmp_path: Path) -> Path:
+    """The config file the operator rendered for an NpmMirror with an adminPasswordSecret,
+    for a server on this machine. The pod mounts the Secret's key at the file the config
+    names; no pod runs here, so the Secret's value goes where the kubelet would put it, in a
+    folder of this machine (as the cache folder is moved with --data)."""
+    rendered = get(kube, "configmap", f"{name}-config", "-n", ns)["data"]["config.yaml"]
+    pod = get(kube, "deployment", name, "-n", ns)["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "credentials"]
+    assert volume["projected"]["sources"] == [
+        {
+            "secret": {
+                "name": ADMIN_SECRET,
+                "items": [{"key": "password", "path": "npm-admin-password"}],
+            }
+        }
+    ]
+    (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "credentials"]
+    secrets_dir = mount["mountPath"]
+    registry = yaml.safe_load(rendered)["npm"]["registry"]
+    assert registry["admin_password_file"] == f"{secrets_dir}/npm-admin-password"
+    assert registry["self_registration"] is False
+    data = get(kube, "secret", ADMIN_SECRET, "-n", ns)["data"]["password"]
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "npm-admin-password").write_text(base64.b64decode(data).decode())
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(rendered.replace(f"{secrets_dir}/", f"{secrets}/"))
+    return config_file
+
+
+@pytest.mark.usefixtures("operator")
+def test_the_rendered_npm_mirror_is_a_private_registry_for_the_npm_client(
+    kube: Any, ns: str, tmp_path: Path
+) -> None:
+    """The registry settings of an NpmMirror as the operator renders them, run by the real
+    server in front of the npm fixture registry and driven by the real npm: nobody can sign
+    up (self-registration is off in a cluster), the administrator from the Secret logs in and
+    publishes @corp/x (its rule names it), a name no rule lets anyone publish is refused with
+    403, and what was published installs next to a mirrored package."""
+    port = free_port()
+    password = "the-admin-Pa55-" + os.urandom(4).hex()
+    kube(
+        "create",
+        "secret",
+        "generic",
+        ADMIN_SECRET,
+        "-n",
+        ns,
+        f"--from-literal=password={password}",
+    )
+    with running_npm_fixture(tmp_path) as upstream:
+        npm = {
+            "upstream": upstream.url,
+            "publicUrl": f"http://127.0.0.1:{port}",
+            "policy": {"private": ["@corp/*"]},
+            "registry": {
+                "adminPasswordSecret": {"secretName": ADMIN_SECRET, "key": "password"},
+                "publish": [
+                    {"packages": ["@corp/*"], "allow": "users", "users": ["admin"]},
+                    {"packages": ["*"], "allow": "nobody"},
+                ],
+            },
+        }
+        kube("apply", "-n", ns, "-f", "-", input=npm_mirror("registry", npm=npm))
+        wait(lambda: ready(kube, ns, "registry", "npmmirror"), 30, "Ready")
+        stored = get(kube, "npmmirror", "registry", "-n", ns)["spec"]["npm"]["registry"]
+        assert stored["selfRegistration"] is False  # the API server's default
+        config_file = registry_config(kube, ns, "registry", tmp_path)
+        assert password not in config_file.read_text()
+        listen = ["--listen", f"127.0.0.1:{port}"]
+        with running_server(tmp_path, config=config_file, args=listen, name="registry") as served:
+            assert "npm registry administrator admin: created" in served.log()
+            url = served.url + "/"
+
+            def person(name: str) -> JsClient:
+                """Someone whose token `npm login` writes to their own user config."""
+                home = tmp_path / name
+                return JsClient(home, url, extra_env={"npm_config_userconfig": str(home / "rc")})
+
+            dave = person("dave")
+            fails(
+                adduser(dave, "dave", "dave-Pa55-word", "dave@example.com"),
+                "403",
+                "does not let npm adduser create users",
+                "entrepot user add dave",
+            )
+
+            admin = person("admin")
+            code, screen = login(admin, "admin", password)
+            assert code == 0, screen
+            assert admin.run("npm", "whoami", cwd=admin.home).stdout.strip() == "admin"
+
+            admin.run("npm", "publish", cwd=package(tmp_path / "src", "@corp/x", "1.0.0"))
+            refused = admin.run(
+                "npm", "publish", cwd=package(tmp_path / "src", "plain-x", "1.0.0"), check=False
+            )
+            assert refused.returncode != 0
+            said = " ".join(refused.stderr.split())
+            assert "403" in said, said
+            assert "nobody may publish plain-x" in said, said
+
+            user = JsClient(tmp_path / "consumer", url)
+            project = user.new_project({"@corp/x": "^1.0.0", "fixture-a": "^1.0.0"})
+            user.run("npm", "install", cwd=project)
+            locked = npm_lock(project)
+            assert locked["node_modules/@corp/x"].version == "1.0.0"
+            for name in ("@corp/x", "fixture-a"):
+                resolved = str(locked[f"node_modules/{name}"].resolved)
+                assert resolved.startswith(f"http://127.0.0.1:{port}/"), resolved
+            entry = locked["node_modules/fixture-a"]
+            assert entry.integrity == upstream.integrity("fixture-a", entry.version)
+            assert (project / "node_modules/@corp/x/package.json").exists()
+            assert upstream.count("@corp/x") == 0  # published here: never asked upstream
+            time.sleep(1.5)  # the access log is written at least once a second
+            assert password not in served.log()
+
+
 @pytest.mark.usefixtures("operator")
 def test_twenty_mirrors_become_ready_within_a_minute(
     kube: Any, ns: str, operator: dict[str, Any]
@@ -749,8 +893,10 @@ def test_a_second_operator_waits_as_a_standby(operator_kubeconfig: str, tmp_path
     "example", ["minimal", "private-modules", "highly-available", "air-gapped", "npm"]
 )
 def test_the_chart_examples_become_ready(kube: Any, ns: str, example: str) -> None:
-    """(npm-private-registry.yaml asks for what the chart's default policy refuses: a token
-    for its upstream's host and an Ingress; test_operator_policy.py has such specs.)"""
+    """(npm-private-registry.yaml and private-registry.yaml ask for what the chart's default
+    policy refuses: an Ingress, and a token for an upstream's host; test_operator_policy.py
+    has such specs, tests/packaging/test_chart_in_cluster.py checks every example against the
+    CRDs.)"""
     path = ROOT / "helm" / "entrepot" / "examples" / f"{example}.yaml"
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
     mirrors = ("ModuleMirror", "NpmMirror")

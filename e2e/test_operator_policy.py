@@ -284,8 +284,23 @@ def test_each_escalation_is_refused_at_admission(
             {"image": "evil.example.com/any/image:1", "service": {"type": "LoadBalancer"}},
             ["spec.image evil.example.com/any/image:1", "spec.service.type LoadBalancer"],
         ),
+        (
+            # The administrator's password: any Secret of the namespace would become the
+            # password of the registry's administrator, whom the tenant then logs in as.
+            {
+                "npm": {
+                    "registry": {
+                        "adminPasswordSecret": {"secretName": "cluster-admin", "key": "token"}
+                    }
+                }
+            },
+            [
+                "Secrets an NpmMirror names must match ^entrepot- (chart value"
+                " policy.secretNamePattern); not allowed: cluster-admin"
+            ],
+        ),
     ],
-    ids=["secret-and-token-host", "npmrc-host", "image-and-service"],
+    ids=["secret-and-token-host", "npmrc-host", "image-and-service", "admin-password"],
 )
 def test_each_npm_escalation_is_refused_at_admission(
     kube: Any, tenant: tuple[str, str], spec: dict[str, Any], messages: list[str]
@@ -306,6 +321,7 @@ NPM_ALLOWED = {
     "npm": {
         "upstream": "https://proxy.example.com/npm/",
         "credentials": {"tokenSecret": {"secretName": "entrepot-npm", "key": "token"}},
+        "registry": {"adminPasswordSecret": {"secretName": "entrepot-npm-admin", "key": "p"}},
     },
     "ingress": {"host": "npm.mirrors.example.com"},
     "storage": {"emptyDir": {}},

@@ -21,7 +21,13 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from entrepot_operator.api import ModuleMirrorSpec, check_mirror_name
+from entrepot_operator.api import (
+    REPLICAS_NEED_A_REGISTRY_DATABASE,
+    USERS_NEED_NAMES,
+    ModuleMirrorSpec,
+    NpmMirrorSpec,
+    check_mirror_name,
+)
 from entrepot_operator.kinds import BY_KIND
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,6 +176,65 @@ NPM_TOKEN = {"tokenSecret": {"secretName": "Token", "key": "token"}}
 BAD.append(
     ("bad", {"npm": {"upstream": "https://r.example.com/", "credentials": NPM_TOKEN}}, SECRET, None)
 )
+
+
+def npm_registry(**registry: Any) -> dict[str, Any]:
+    return {"upstream": "https://r.example.com/", "registry": registry}
+
+
+NPM_USER = "must be an npm user name: lower-case letters, digits and . _ ~ - (not first: .)"
+# The private registry (issue 13): its users, tokens and packages live in the stats
+# database, so replicas > 1 need one even with the statistics off.
+BAD += [
+    (
+        "bad",
+        {"npm": npm_registry(), "replicas": 2, "storage": {"emptyDir": {}}},
+        REPLICAS_NEED_A_REGISTRY_DATABASE,
+        None,
+    ),
+    (
+        "bad",
+        {
+            "npm": npm_registry(),
+            "replicas": 2,
+            "storage": {"emptyDir": {}},
+            "stats": {"enabled": False},
+        },
+        REPLICAS_NEED_A_REGISTRY_DATABASE,
+        None,
+    ),
+    (
+        "bad",
+        {"npm": npm_registry(publish=[{"packages": ["@corp/*"], "allow": "users"}])},
+        USERS_NEED_NAMES,
+        None,
+    ),
+    (
+        "bad",
+        {"npm": npm_registry(publish=[{"packages": ["@Corp/*"]}])},
+        "every entry must be a package name pattern",
+        "is not a package name pattern",
+    ),
+    ("bad", {"npm": npm_registry(adminUser=".admin")}, NPM_USER, None),
+    (
+        "bad",
+        {"npm": npm_registry(publish=[{"packages": ["*"], "allow": "users", "users": ["A"]}])},
+        NPM_USER,
+        None,
+    ),
+    (
+        "bad",
+        {"npm": npm_registry(trustedProxies=["proxy.example.com"])},
+        "every entry must be an IP address or a CIDR range",
+        "is not an IP address or CIDR range",
+    ),
+    (
+        "bad",
+        {"npm": npm_registry(adminPasswordSecret={"secretName": "Admin", "key": "password"})},
+        SECRET,
+        None,
+    ),
+]
 CASES = [
     pytest.param(kind, case, id=f"{kind}-{i}-{next(iter(case[1]), 'name')}")
     for kind in KINDS
@@ -280,6 +345,58 @@ def test_valid_typed_fields_are_admitted_and_kept_as_written(kube: Kube, ns: str
     assert stored["storage"]["accessMode"] == "ReadWriteOnce"  # defaults still filled in
     parsed = ModuleMirrorSpec.model_validate(stored)
     assert parsed.resources == TYPED["resources"]
+
+
+REGISTRY = {
+    "adminUser": "root",
+    "adminPasswordSecret": {"secretName": "entrepot-npm-admin", "key": "password"},
+    "publish": [
+        {"packages": ["@corp/*", "tool"], "allow": "users", "users": ["root", "ci_bot~1"]},
+        {"packages": ["@sandbox/*"]},
+        {"packages": ["*"], "allow": "nobody"},
+    ],
+    # What the server's check (Python's ipaddress, strict=False) takes, CEL takes too.
+    "trustedProxies": ["10.244.0.0/16", "10.1.2.3/8", "192.0.2.7", "::1", "fd00::/8"],
+    "loginAttempts": 5,
+    "loginWindow": "10m",
+}
+
+
+def test_a_private_registry_is_admitted_kept_as_written_and_defaulted(kube: Kube, ns: str) -> None:
+    done = apply(kube, ns, mirror("registry", "NpmMirror", npm=npm_registry(**REGISTRY)))
+    assert done.returncode == 0, done.stderr
+    stored = json.loads(kube("get", "npmmirror", "registry", "-n", ns, "-o", "json").stdout)
+    registry = stored["spec"]["npm"]["registry"]
+    assert registry == {
+        **REGISTRY,
+        "enabled": True,
+        "selfRegistration": False,
+        "publish": [
+            {**REGISTRY["publish"][0]},
+            {"packages": ["@sandbox/*"], "allow": "authenticated"},
+            {"packages": ["*"], "allow": "nobody"},
+        ],
+    }
+    NpmMirrorSpec.model_validate(stored["spec"])  # and the operator reads it the same
+    # Left out, the API server fills in the cluster's defaults: a registry nobody signs up to.
+    assert apply(kube, ns, mirror("plain-npm", "NpmMirror")).returncode == 0
+    plain = json.loads(kube("get", "npmmirror", "plain-npm", "-n", ns, "-o", "json").stdout)
+    assert plain["spec"]["npm"]["registry"] == {
+        "enabled": True,
+        "selfRegistration": False,
+        "adminUser": "admin",
+        "loginAttempts": 10,
+        "loginWindow": "5m",
+    }
+    # With a database, or with both the registry and the statistics off, replicas may grow.
+    for name, spec in [
+        ("shared", {"stats": {"database": "postgresql://entrepot@db.example.com/entrepot"}}),
+        ("off", {"stats": {"enabled": False}, "npm": npm_registry(enabled=False)}),
+    ]:
+        body = mirror(name, "NpmMirror", replicas=2, storage={"emptyDir": {}}, **spec)
+        done = apply(kube, ns, body)
+        assert done.returncode == 0, done.stderr
+        NpmMirrorSpec.model_validate(body["spec"])
 
 
 def test_the_deletion_policy_defaults_to_retain(kube: Kube, ns: str) -> None:

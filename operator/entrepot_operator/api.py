@@ -47,12 +47,14 @@ from entrepot.config import (
     Limits,
     NpmCache,
     NpmPolicy,
+    NpmRegistry,
     NpmSettings,
     Route,
     StatsSettings,
     SumdbSettings,
     _check_database,
     _check_key,
+    _check_name_globs,
     _check_patterns,
     _check_proxy_list,
     _check_registry_url,
@@ -60,6 +62,7 @@ from entrepot.config import (
     check_no_sum,
 )
 from entrepot.config import Direct as ServerDirect
+from entrepot.config import PublishRule as ServerPublishRule
 from entrepot.config import SumDatabase as ServerSumDatabase
 
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -439,15 +442,19 @@ PASSWORD_IN_URL = (
 
 
 class Stats(_Spec):
-    """Download statistics (the server's `stats` settings), the stats API and its database."""
+    """Download statistics (the server's `stats` settings), the stats API and the SQL
+    database they live in, which an NpmMirror's private registry shares (its users, tokens
+    and published packages)."""
 
     enabled: bool = _same(StatsSettings, "enabled")
     database: str | None = Field(
         default=None,
         description=(
             "SQLAlchemy URL of a PostgreSQL database shared by the replicas, without a"
-            " password: 'postgresql://entrepot@db.example.com:5432/entrepot'. Unset: an"
-            " SQLite file in the cache volume, which needs replicas: 1."
+            " password: 'postgresql://entrepot@db.example.com:5432/entrepot'. It holds the"
+            " download counts and, in an NpmMirror, the private registry (users, tokens,"
+            " published packages' metadata). Unset: an SQLite file in the cache volume,"
+            " which needs replicas: 1."
         ),
         json_schema_extra={"pattern": DATABASE_URL_PATTERN},
     )
@@ -762,9 +769,17 @@ class MirrorSpec(_Spec):
             and (self.storage.access_mode != "ReadWriteMany")
         ):
             raise ValueError(REPLICAS_NEED_SHARED_STORAGE)
-        if self.replicas > 1 and self.stats.enabled and self.stats.database is None:
-            raise ValueError(REPLICAS_NEED_A_STATS_DATABASE)
+        if self.replicas > 1 and self.stats.database is None:
+            problem = self.unshared_database()
+            if problem is not None:
+                raise ValueError(problem)
         return self
+
+    def unshared_database(self) -> str | None:
+        """Why this spec needs stats.database once replicas > 1 (the CEL rule's message), or
+        None: what would live in the SQLite file of the cache volume, which pods cannot
+        share."""
+        return REPLICAS_NEED_A_STATS_DATABASE if self.stats.enabled else None
 
     def protocol_secret_files(self) -> list[SecretFile]:
         """The Secret keys of the kind's own settings (credentials, keys)."""
@@ -840,6 +855,92 @@ class NpmCredentials(_Spec):
     )
 
 
+# npm's user name rule (npm-user-validate), as the server checks it (entrepot.npm.users): an
+# administrator's name it would refuse at start is refused at admission instead.
+NPM_USER_PATTERN = r"^[a-z0-9_-][a-z0-9._~-]{0,213}$"
+NpmUserName = Annotated[
+    str,
+    StringConstraints(max_length=214),
+    matching(
+        NPM_USER_PATTERN,
+        "must be an npm user name: lower-case letters, digits and . _ ~ - (not first: .), at"
+        " most 214 characters",
+    ),
+]
+USERS_NEED_NAMES = (
+    "a publish rule with allow: users needs users: the names of those who may publish"
+    " (allow: nobody refuses everyone)"
+)
+PUBLISH_RULE_RULES = [
+    {
+        "rule": "!has(self.allow) || self.allow != 'users' || (has(self.users)"
+        " && size(self.users) > 0)",
+        "message": USERS_NEED_NAMES,
+    }
+]
+
+
+class PublishRule(_Spec):
+    """Who may publish (and then maintain) the packages whose names match packages (the
+    server's rule); allow: users must name at least one user."""
+
+    model_config = _cel(*PUBLISH_RULE_RULES)
+
+    packages: list[str] = _same(ServerPublishRule, "packages")
+    allow: Literal["authenticated", "users", "nobody"] = _same(ServerPublishRule, "allow")
+    users: list[NpmUserName] = _same(ServerPublishRule, "users")
+
+    _names = field_validator("packages")(classmethod(lambda cls, v: _check_name_globs(v)))
+
+    @model_validator(mode="after")
+    def _users_named(self) -> PublishRule:
+        if self.allow == "users" and not self.users:
+            raise ValueError(USERS_NEED_NAMES)
+        return self
+
+
+class NpmRegistrySpec(_Spec):
+    """The private registry on top of the mirror (the server's `npm.registry`): users,
+    tokens, publishing. Its users, tokens and published packages' metadata live in the
+    database of spec.stats (an SQLite file in the cache volume unless stats.database names a
+    PostgreSQL database); published tarballs in the cache volume."""
+
+    enabled: bool = _same(NpmRegistry, "enabled")
+    self_registration: bool = Field(
+        default=False,
+        description=(
+            "`npm adduser` may create users. Off by default in a cluster (anyone who reaches"
+            " the Service could sign up): users come from adminPasswordSecret and from"
+            " `entrepot user add` run in a pod (docs/operator.md)."
+        ),
+    )
+    admin_user: NpmUserName = _same(NpmRegistry, "admin_user")
+    admin_password_secret: SecretKeyRef | None = Field(
+        default=None,
+        description=(
+            "A Secret key holding the administrator's password, mounted read-only into the"
+            " mirror's pods (the server's admin_password_file): the user adminUser is created,"
+            " or given this password, at start. Unset: no administrator is made."
+        ),
+    )
+    publish: list[PublishRule] = Field(
+        default_factory=lambda: [PublishRule(packages=["*"])],
+        max_length=64,
+        description=(
+            "Who may publish what; the first rule whose pattern matches a name decides, and"
+            " names no rule matches cannot be published. Unset: any user of this registry"
+            " may publish any name."
+        ),
+    )
+    trusted_proxies: list[str] = _same(NpmRegistry, "trusted_proxies")
+    login_attempts: int = _same(NpmRegistry, "login_attempts")
+    login_window: Duration = _same(NpmRegistry, "login_window")
+
+    _networks = field_validator("trusted_proxies")(
+        classmethod(lambda cls, v: NpmRegistry._networks(v))
+    )
+
+
 WILDCARD_NEEDS_PUBLIC_URL = (
     "an Ingress for a wildcard host cannot name the registry's URL: set npm.publicUrl"
     " (tarball URLs are written under it)"
@@ -875,6 +976,7 @@ class NpmSpec(_Spec):
     min_transfer_rate: int = _same(NpmSettings, "min_transfer_rate")
     max_packument_bytes: int = _same(NpmSettings, "max_packument_bytes")
     max_tarball_bytes: int = _same(NpmSettings, "max_tarball_bytes")
+    registry: NpmRegistrySpec = Field(default_factory=NpmRegistrySpec)
 
     _urls = field_validator("upstream", "public_url")(
         classmethod(lambda cls, v: _check_registry_url(v))
@@ -896,6 +998,13 @@ class NpmMirrorSpec(MirrorSpec):
             raise ValueError(WILDCARD_NEEDS_PUBLIC_URL)
         return self
 
+    def unshared_database(self) -> str | None:
+        """The private registry's users and packages live in the same database as the
+        download counts: stats.enabled: false is no way out while the registry is on."""
+        if self.stats.enabled or self.npm.registry.enabled:
+            return REPLICAS_NEED_A_REGISTRY_DATABASE
+        return None
+
     def protocol_secret_files(self) -> list[SecretFile]:
         creds = self.npm.credentials
         files: list[SecretFile] = []
@@ -906,6 +1015,11 @@ class NpmMirrorSpec(MirrorSpec):
         if creds.npmrc_secret is not None:
             files.append(
                 SecretFile("spec.npm.credentials.npmrcSecret", creds.npmrc_secret, "npmrc")
+            )
+        admin = self.npm.registry.admin_password_secret
+        if admin is not None:
+            files.append(
+                SecretFile("spec.npm.registry.adminPasswordSecret", admin, "npm-admin-password")
             )
         return files
 
@@ -929,16 +1043,16 @@ REPLICAS_NEED_A_STATS_DATABASE = (
     " or stats.enabled: false (an SQLite file cannot be shared by pods)"
 )
 
-NPM_SPEC_RULES = [
-    {
-        "rule": "!has(self.ingress) || !self.ingress.host.startsWith('*.')"
-        " || has(self.npm.publicUrl)",
-        "message": WILDCARD_NEEDS_PUBLIC_URL,
-        "fieldPath": ".npm.publicUrl",
-    }
-]
+REPLICAS_NEED_A_REGISTRY_DATABASE = (
+    "replicas > 1 keeps the private registry's users, tokens and published packages (and the"
+    " download counts) in one shared database: set stats.database (PostgreSQL), or both"
+    " npm.registry.enabled: false and stats.enabled: false (an SQLite file cannot be shared"
+    " by pods)"
+)
 
-# Cross-field rules the API server checks itself (CEL), so a bad spec never reaches us.
+# Cross-field rules the API server checks itself (CEL), so a bad spec never reaches us:
+# SPEC_RULES for both kinds, then each kind's own (the database rule differs: an NpmMirror's
+# registry lives in the stats database too).
 SPEC_RULES = [
     {
         "rule": "self.replicas <= 1 || has(self.storage.emptyDir)"
@@ -946,11 +1060,29 @@ SPEC_RULES = [
         "message": REPLICAS_NEED_SHARED_STORAGE,
         "fieldPath": ".storage.accessMode",
     },
+]
+MODULE_SPEC_RULES = [
     {
         "rule": "self.replicas <= 1 || (has(self.stats) && (has(self.stats.database)"
         " || (has(self.stats.enabled) && !self.stats.enabled)))",
         "message": REPLICAS_NEED_A_STATS_DATABASE,
         "fieldPath": ".stats.database",
+    },
+]
+NPM_SPEC_RULES = [
+    {
+        "rule": "self.replicas <= 1 || (has(self.stats) && has(self.stats.database))"
+        " || (has(self.stats) && has(self.stats.enabled) && !self.stats.enabled"
+        " && has(self.npm.registry) && has(self.npm.registry.enabled)"
+        " && !self.npm.registry.enabled)",
+        "message": REPLICAS_NEED_A_REGISTRY_DATABASE,
+        "fieldPath": ".stats.database",
+    },
+    {
+        "rule": "!has(self.ingress) || !self.ingress.host.startsWith('*.')"
+        " || has(self.npm.publicUrl)",
+        "message": WILDCARD_NEEDS_PUBLIC_URL,
+        "fieldPath": ".npm.publicUrl",
     },
 ]
 STATS_RULES = [

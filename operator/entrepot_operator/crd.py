@@ -18,6 +18,7 @@ from entrepot.config import _BLOCK_ENTRY, _NAME_GLOB, DURATION_PATTERN, format_d
 from entrepot_operator import GROUP, VERSION
 from entrepot_operator.api import (
     DATABASE_RULES,
+    MODULE_SPEC_RULES,
     NAME_RULES,
     NPM_SPEC_RULES,
     ROUTE_RULES,
@@ -114,6 +115,7 @@ def _spec_schema(kind: MirrorKind) -> dict[str, Any]:
     schema["properties"]["stats"]["x-kubernetes-validations"] = STATS_RULES
     schema["properties"]["storage"]["x-kubernetes-validations"] = STORAGE_RULES
     if kind is MODULE_MIRROR:
+        schema["x-kubernetes-validations"] += MODULE_SPEC_RULES
         _go_rules(schema)
     elif kind is NPM_MIRROR:
         schema["x-kubernetes-validations"] += NPM_SPEC_RULES
@@ -123,25 +125,50 @@ def _spec_schema(kind: MirrorKind) -> dict[str, Any]:
 
 NPM_LIST_BOUNDS = {"maxItems": 1024}
 NPM_NAME_BOUNDS = {"type": "string", "maxLength": 256}
+# A publish rule's lists sit inside a list (spec.npm.registry.publish, at most 64 rules):
+# smaller bounds keep the CEL cost of the whole list within the API server's limit.
+PUBLISH_LIST_BOUNDS = {"maxItems": 64}
+USERS_LIST_BOUNDS = {"maxItems": 128}
+PROXY_LIST_BOUNDS = {"maxItems": 64}
+PROXY_BOUNDS = {"type": "string", "maxLength": 64}
+NOT_A_NETWORK = "every entry must be an IP address or a CIDR range, such as 10.0.0.0/8 or 192.0.2.7"
+
+
+def _name_patterns(field: dict[str, Any], pattern: str, shape: str) -> None:
+    field["items"] = dict(NPM_NAME_BOUNDS)
+    field["x-kubernetes-validations"] = [
+        {
+            "rule": f"self.all(v, v.matches(r'{pattern}'))",
+            "message": f"every entry must be a package name pattern: use {shape} (lower case)",
+        }
+    ]
 
 
 def _npm_rules(schema: dict[str, Any]) -> None:
-    """The policy's name patterns, checked by the API server as the server's model checks
-    them (entrepot.config._check_name_globs), with its words; bounded for CEL's cost limit."""
-    policy = schema["properties"]["npm"]["properties"]["policy"]["properties"]
+    """The name patterns of the policy and of the publish rules, checked by the API server as
+    the server's model checks them (entrepot.config._check_name_globs), with its words, and
+    the registry's trusted proxies (the server's ipaddress check, as CEL's isIP/isCIDR);
+    bounded for CEL's cost limit."""
+    npm = schema["properties"]["npm"]["properties"]
+    policy = npm["policy"]["properties"]
     for field, (pattern, shape) in {
         "minReleaseAgeExempt": (_NAME_GLOB.pattern, "'name' or '@scope/*'"),
         "private": (_NAME_GLOB.pattern, "'name' or '@scope/*'"),
         "blocked": (_BLOCK_ENTRY.pattern, "'name', '@scope/*' or 'name@1.2.3'"),
     }.items():
         policy[field].update(NPM_LIST_BOUNDS)
-        policy[field]["items"] = dict(NPM_NAME_BOUNDS)
-        policy[field]["x-kubernetes-validations"] = [
-            {
-                "rule": f"self.all(v, v.matches(r'{pattern}'))",
-                "message": f"every entry must be a package name pattern: use {shape} (lower case)",
-            }
-        ]
+        _name_patterns(policy[field], pattern, shape)
+    registry = npm["registry"]["properties"]
+    rule = registry["publish"]["items"]["properties"]
+    rule["packages"].update(PUBLISH_LIST_BOUNDS)
+    _name_patterns(rule["packages"], _NAME_GLOB.pattern, "'name' or '@scope/*'")
+    rule["users"].update(USERS_LIST_BOUNDS)
+    proxies = registry["trustedProxies"]
+    proxies.update(PROXY_LIST_BOUNDS)
+    proxies["items"] = dict(PROXY_BOUNDS)
+    proxies["x-kubernetes-validations"] = [
+        {"rule": "self.all(v, isIP(v) || isCIDR(v))", "message": NOT_A_NETWORK}
+    ]
 
 
 def _go_rules(schema: dict[str, Any]) -> None:

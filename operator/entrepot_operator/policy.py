@@ -81,8 +81,9 @@ class Policy:
     ingress_class_names: tuple[str, ...] = ()
     # Taint keys a toleration may name; "*" allows every toleration, keyless ones included.
     toleration_keys: tuple[str, ...] | None = None
-    # Every Secret a spec names (credentials, checksum database keys, the stats password, the
-    # Ingress TLS Secret, image pull Secrets) must match it (re.search, like CEL's matches).
+    # Every Secret a spec names (credentials, checksum database keys, the stats password, an
+    # NpmMirror's administrator password, the Ingress TLS Secret, image pull Secrets) must
+    # match it (re.search, like CEL's matches).
     secret_name_pattern: str | None = None
     # Hosts a bearer token may be sent to (host patterns).
     bearer_token_hosts: tuple[str, ...] | None = None

@@ -19,12 +19,12 @@ from entrepot_operator.api import (
     BAD_NAME,
     DNS_LABEL_PATTERN,
     HOST_PATTERN,
+    MODULE_SPEC_RULES,
     NOT_A_HOST,
     NOT_A_QUANTITY,
     RESOURCES_RULES,
     SIZE_PATTERN,
     SIZE_SHRINKS,
-    SPEC_RULES,
     SPREAD_RULES,
     TOLERATION_RULES,
     ModuleMirrorSpec,
@@ -135,8 +135,16 @@ def test_statistics_with_replicas_need_a_shared_database() -> None:
         )
     )
     # The CEL rule says the same: its text is the model's message.
-    (rule,) = [r for r in SPEC_RULES if "shared database" in r["message"]]
+    (rule,) = [r for r in MODULE_SPEC_RULES if "shared database" in r["message"]]
     assert "has(self.stats.database)" in rule["rule"]
+    (written,) = [
+        r
+        for r in crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"][
+            "x-kubernetes-validations"
+        ]
+        if "shared database" in r["message"]
+    ]
+    assert written == rule
 
 
 @pytest.mark.parametrize(

@@ -37,9 +37,12 @@ def rendered(path: Path) -> tuple[dict[str, Any], Settings]:
 
 
 def test_the_examples_are_found() -> None:
-    assert {"air-gapped.yaml", "npm.yaml", "npm-private-registry.yaml"} <= {
-        p.name for p in EXAMPLES
-    }
+    assert {
+        "air-gapped.yaml",
+        "npm.yaml",
+        "npm-private-registry.yaml",
+        "private-registry.yaml",
+    } <= {p.name for p in EXAMPLES}
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
@@ -118,3 +121,39 @@ def test_the_npm_examples_serve_npm_alone_with_their_policy_and_token() -> None:
     assert volume["projected"]["sources"] == [
         {"secret": {"name": "entrepot-npm-token", "items": [{"key": "token", "path": "npm-token"}]}}
     ]
+
+
+def test_the_private_registry_example_publishes_per_scope_with_its_admin_from_a_secret() -> None:
+    path = next(p for p in EXAMPLES if p.name == "private-registry.yaml")
+    children, settings = rendered(path)
+    registry = settings.npm.registry
+    assert registry.enabled
+    assert not registry.self_registration
+    assert registry.admin_user == "admin"
+    assert str(registry.admin_password_file) == "/etc/entrepot/secrets/npm-admin-password"
+    rules = {tuple(r.packages): r for r in registry.publish}
+    assert rules["@corp/*",].allow == "users"
+    assert "admin" in rules["@corp/*",].users
+    assert rules["*",].allow == "nobody"
+    assert list(rules)[-1] == ("*",)  # the catch-all comes last: first match wins
+    assert settings.npm.policy.private == ["@corp/*"]
+    assert settings.npm.public_url == "https://npm.corp.example.com/"
+    assert settings.stats.database is None  # SQLite on the cache volume: one replica
+    assert children["Deployment"]["spec"]["replicas"] == 1
+    assert children["Ingress"] is not None
+    (secret,) = [d for d in documents(path) if d["kind"] == "Secret"]
+    (volume,) = [
+        v for v in children["Deployment"]["spec"]["template"]["spec"]["volumes"] if "projected" in v
+    ]
+    assert volume["projected"]["sources"] == [
+        {
+            "secret": {
+                "name": secret["metadata"]["name"],
+                "items": [{"key": "password", "path": "npm-admin-password"}],
+            }
+        }
+    ]
+    assert "password" in secret["stringData"]
+    # The comment's command adds users on the config the pods run with.
+    assert "entrepot user add" in path.read_text()
+    assert "--config /etc/entrepot/config.yaml --password-stdin" in path.read_text()

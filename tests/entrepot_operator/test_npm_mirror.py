@@ -13,7 +13,13 @@ from pydantic import ValidationError
 from test_reconcile import FakeApplier, conditions
 
 from entrepot.config import READ_SECRETS, Settings, load_settings
-from entrepot_operator.api import WILDCARD_NEEDS_PUBLIC_URL, NpmMirrorSpec
+from entrepot_operator.api import (
+    REPLICAS_NEED_A_REGISTRY_DATABASE,
+    REPLICAS_NEED_A_STATS_DATABASE,
+    USERS_NEED_NAMES,
+    WILDCARD_NEEDS_PUBLIC_URL,
+    NpmMirrorSpec,
+)
 from entrepot_operator.crd import crd
 from entrepot_operator.handlers import MIRROR_PODS, _owner_of
 from entrepot_operator.kinds import BY_COMPONENT, MODULE_MIRROR, NPM_MIRROR
@@ -416,14 +422,201 @@ def test_child_and_pod_events_find_the_kind_of_their_mirror() -> None:
     assert BY_COMPONENT["npm-mirror"] is NPM_MIRROR
 
 
-def test_the_private_registry_stays_off_in_a_cluster_for_now() -> None:
-    """Nobody who reaches an NpmMirror's Service can sign up to it or publish: the registry
-    part is off until the NpmMirror API configures it."""
-    from entrepot_operator.api import NpmMirrorSpec
-    from entrepot_operator.render.configmap import npm_sections, server_settings
+# --- the private registry ---------------------------------------------------------------------
 
-    spec = NpmMirrorSpec.model_validate({"npm": {"upstream": "https://registry.example.com/"}})
-    owner = Owner(name="npm", namespace="builds", uid="u1", kind="NpmMirror", component="npm")
-    settings = server_settings(spec, npm_sections(spec, owner))
-    assert settings.npm.enabled
-    assert not settings.npm.registry.enabled
+ADMIN = {"secretName": "entrepot-npm-admin", "key": "password"}
+RULES = [
+    {"packages": ["@corp/*"], "allow": "users", "users": ["admin", "alice"]},
+    {"packages": ["@sandbox/*"]},
+    {"packages": ["*"], "allow": "nobody"},
+]
+
+
+def test_every_npm_mirror_is_a_private_registry_nobody_can_sign_up_to() -> None:
+    """The defaults: the registry on, self-registration off (the server's own default is on,
+    for `make run`), the administrator named admin, any user may publish any name."""
+    settings = settings_of(spec())
+    registry = settings.npm.registry
+    assert registry.enabled
+    assert not registry.self_registration
+    assert registry.admin_user == "admin"
+    assert registry.admin_password_file is None  # no administrator without a Secret
+    assert [r.model_dump() for r in registry.publish] == [
+        {"packages": ["*"], "allow": "authenticated", "users": []}
+    ]
+    assert registry.trusted_proxies == []
+    assert (registry.login_attempts, registry.login_window) == (10, 300.0)
+    # Its users, tokens and packages go to the stats database: SQLite in the cache volume.
+    assert settings.stats.database is None
+    assert str(settings.data_dir) == "/var/cache/entrepot"
+
+
+def test_the_registry_settings_are_rendered_with_the_admin_password_from_its_secret() -> None:
+    s = spec(
+        npm={
+            "registry": {
+                "selfRegistration": True,
+                "adminUser": "root",
+                "adminPasswordSecret": ADMIN,
+                "publish": RULES,
+                "trustedProxies": ["10.244.0.0/16", "::1"],
+                "loginAttempts": 3,
+                "loginWindow": "1m",
+            }
+        }
+    )
+    registry = settings_of(s).npm.registry
+    assert registry.self_registration
+    assert registry.admin_user == "root"
+    assert str(registry.admin_password_file) == "/etc/entrepot/secrets/npm-admin-password"
+    assert [r.model_dump(exclude_defaults=True) for r in registry.publish] == RULES
+    assert registry.trusted_proxies == ["10.244.0.0/16", "::1"]
+    assert (registry.login_attempts, registry.login_window) == (3, 60.0)
+    pod = children(s)["Deployment"]["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "credentials"]
+    assert [src["secret"] for src in volume["projected"]["sources"]] == [
+        {
+            "name": "entrepot-npm-admin",
+            "items": [{"key": "password", "path": "npm-admin-password"}],
+        }
+    ]
+    text = children(s)["ConfigMap"]["data"]["config.yaml"]
+    assert "entrepot-npm-admin" not in text  # the file, never the Secret's name or content
+
+
+def test_the_registry_can_be_turned_off() -> None:
+    registry = settings_of(spec(npm={"registry": {"enabled": False}})).npm.registry
+    assert not registry.enabled
+
+
+@pytest.mark.parametrize(
+    ("registry", "says"),
+    [
+        ({"publish": [{"packages": ["@corp/*"], "allow": "users"}]}, "allow: users needs users"),
+        (
+            {"publish": [{"packages": ["@corp/*"], "allow": "users", "users": []}]},
+            "allow: users needs users",
+        ),
+        ({"publish": [{"packages": ["@Corp/*"]}]}, "is not a package name pattern"),
+        ({"publish": [{"packages": ["*"], "allow": "everyone"}]}, "allow"),
+        ({"publish": [{"allow": "nobody"}]}, "packages"),
+        ({"publish": [{"packages": ["*"], "users": ["Alice"]}]}, "must be an npm user name"),
+        ({"adminUser": ".admin"}, "must be an npm user name"),
+        ({"adminUser": ""}, "must be an npm user name"),
+        ({"trustedProxies": ["proxy.example.com"]}, "is not an IP address or CIDR range"),
+        ({"loginAttempts": 0}, "loginAttempts"),
+        ({"loginWindow": "5 minutes"}, "invalid duration"),
+        ({"adminPasswordFile": "/etc/passwd"}, "adminPasswordFile"),  # a Secret, not a path
+        ({"adminPasswordSecret": {"secretName": "Admin!", "key": "p"}}, "must be a Secret name"),
+    ],
+)
+def test_invalid_registry_settings_are_refused_by_the_model(
+    registry: dict[str, Any], says: str
+) -> None:
+    with pytest.raises(ValidationError, match=says):
+        spec(npm={"registry": registry})
+
+
+def test_the_user_name_rule_is_the_servers() -> None:
+    from entrepot.npm.users import _USER_NAME
+    from entrepot_operator.api import NPM_USER_PATTERN
+
+    assert f"^{_USER_NAME.pattern}$" == NPM_USER_PATTERN
+
+
+RWX = {"accessMode": "ReadWriteMany"}
+POSTGRES = {"database": "postgresql://entrepot@db.example.com:5432/entrepot"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "allowed"),
+    [
+        ({}, False),
+        ({"stats": {"enabled": False}}, False),  # the registry still needs the database
+        ({"npm": {"registry": {"enabled": False}}}, False),  # the statistics do
+        ({"stats": {"enabled": False}, "npm": {"registry": {"enabled": False}}}, True),
+        ({"stats": POSTGRES}, True),
+        ({"stats": {**POSTGRES, "enabled": False}}, True),
+    ],
+)
+def test_replicas_with_the_registry_need_a_shared_database(
+    extra: dict[str, Any], allowed: bool
+) -> None:
+    """Users, tokens and published packages live in the stats database: with replicas > 1,
+    stats.enabled: false is no way out while the registry is on. One message, CEL and model."""
+    fields = {"replicas": 3, "storage": RWX, **extra}
+    if allowed:
+        spec(**fields)
+        return
+    with pytest.raises(ValidationError) as refused:
+        spec(**fields)
+    assert REPLICAS_NEED_A_REGISTRY_DATABASE in str(refused.value)
+    assert "counts downloads" not in str(refused.value)  # the ModuleMirror's words
+
+
+def test_the_crd_checks_the_registry_as_the_model_does() -> None:
+    spec_schema = _schema()["properties"]["spec"]
+    rules = {r["message"]: r for r in spec_schema["x-kubernetes-validations"]}
+    assert REPLICAS_NEED_A_REGISTRY_DATABASE in rules
+    assert "!self.npm.registry.enabled" in rules[REPLICAS_NEED_A_REGISTRY_DATABASE]["rule"]
+    assert REPLICAS_NEED_A_STATS_DATABASE not in rules  # the ModuleMirror's rule
+    registry = spec_schema["properties"]["npm"]["properties"]["registry"]
+    fields = registry["properties"]
+    assert fields["enabled"]["default"] is True
+    assert fields["selfRegistration"]["default"] is False
+    assert fields["adminUser"]["default"] == "admin"
+    assert fields["loginWindow"]["default"] == "5m"
+    for field, node in fields.items():
+        assert node.get("description"), field
+    assert "admin_password_file" in fields["adminPasswordSecret"]["description"]
+    rule = fields["publish"]["items"]
+    assert rule["x-kubernetes-validations"][0]["message"] == USERS_NEED_NAMES
+    assert rule["properties"]["allow"]["enum"] == ["authenticated", "users", "nobody"]
+    (names,) = rule["properties"]["packages"]["x-kubernetes-validations"]
+    assert names["rule"].startswith("self.all(v, v.matches(")
+    (networks,) = fields["trustedProxies"]["x-kubernetes-validations"]
+    assert networks["rule"] == "self.all(v, isIP(v) || isCIDR(v))"
+    # Bounded, so the API server can price the CEL rules.
+    assert fields["publish"]["maxItems"] == 64
+    assert rule["properties"]["packages"]["maxItems"] == 64
+    assert rule["properties"]["users"]["maxItems"] == 128
+    assert fields["trustedProxies"]["maxItems"] == 64
+    # The database is spec.stats.database, and its description says what lives there.
+    assert (
+        "private registry"
+        in spec_schema["properties"]["stats"]["properties"]["database"]["description"]
+    )
+    assert "database" not in fields
+
+
+def test_the_admin_secret_goes_through_the_policy_like_every_secret() -> None:
+    greedy = {"secretName": "cluster-admin", "key": "p"}
+    s = spec(npm={"registry": {"adminPasswordSecret": greedy}})
+    assert secret_references(s) == [
+        ("spec.npm.registry.adminPasswordSecret.secretName", "cluster-admin")
+    ]
+    found = violations(
+        s, Policy(secret_name_pattern="^entrepot-"), default_image=IMAGE, kind="NpmMirror"
+    )
+    assert found == [
+        "Secrets an NpmMirror names must match ^entrepot- (chart value policy.secretNamePattern);"
+        " not allowed: cluster-admin (spec.npm.registry.adminPasswordSecret.secretName)"
+    ]
+    allowed = spec(npm={"registry": {"adminPasswordSecret": ADMIN}})
+    assert violations(allowed, Policy(secret_name_pattern="^entrepot-"), default_image=IMAGE) == []
+    out = run(
+        FakeApplier(),
+        npm_body(npm={"upstream": UPSTREAM, "registry": {"adminPasswordSecret": greedy}}),
+        policy=Policy(secret_name_pattern="^entrepot-"),
+    )
+    assert conditions(out)["Ready"]["reason"] == "PolicyViolation"
+    assert "cluster-admin" in conditions(out)["Ready"]["message"]
+
+
+def test_existing_npm_mirrors_roll_once_onto_the_registry() -> None:
+    """An NpmMirror's config used to say registry: {enabled: false}; it now renders the
+    registry's settings (on), so the config hash of every existing NpmMirror changes once on
+    the operator's upgrade (docs/operator.md, "Upgrading the operator")."""
+    config = config_of(spec())
+    assert config["npm"]["registry"]["enabled"] is True
+    assert config["npm"]["registry"]["self_registration"] is False

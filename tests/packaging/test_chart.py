@@ -442,7 +442,7 @@ def test_the_chart_crds_define_both_kinds(kind: str, plural: str, short: str) ->
 EXAMPLES = sorted((CHART / "examples").glob("*.yaml"))
 
 
-def test_there_are_six_examples() -> None:
+def test_there_are_seven_examples() -> None:
     assert [p.name for p in EXAMPLES] == [
         "air-gapped.yaml",
         "highly-available.yaml",
@@ -450,6 +450,7 @@ def test_there_are_six_examples() -> None:
         "npm-private-registry.yaml",
         "npm.yaml",
         "private-modules.yaml",
+        "private-registry.yaml",
     ]
 
 

@@ -346,9 +346,10 @@ def test_the_examples_fit_the_chart_crd(
     assert done.returncode == 0, done.stderr
     examples = sorted((CHART / "examples").glob("*.yaml"))
     documents = sum(len(load_yaml_documents(p)) for p in examples)
-    # four ModuleMirrors, two NpmMirrors, the Secret of air-gapped.yaml, the database
-    # password of highly-available.yaml and the token of npm-private-registry.yaml
-    assert documents == 9
+    # four ModuleMirrors, three NpmMirrors, the Secret of air-gapped.yaml, the database
+    # password of highly-available.yaml, the token of npm-private-registry.yaml and the
+    # administrator's password of private-registry.yaml
+    assert documents == 11
     assert done.stdout.count("serverside-applied (server dry run)") == documents, done.stdout
 
     # And the same check refuses a wrong one, so it does check.

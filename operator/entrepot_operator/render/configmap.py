@@ -13,7 +13,13 @@ from typing import Any
 import yaml
 
 from entrepot.config import READ_SECRETS, Settings
-from entrepot_operator.api import MirrorSpec, ModuleMirrorSpec, NpmMirrorSpec, Sumdb
+from entrepot_operator.api import (
+    MirrorSpec,
+    ModuleMirrorSpec,
+    NpmMirrorSpec,
+    NpmRegistrySpec,
+    Sumdb,
+)
 from entrepot_operator.render.meta import (
     CACHE_DIR,
     PORT,
@@ -106,11 +112,25 @@ def npm_sections(spec: NpmMirrorSpec, owner: Owner) -> Sections:
             "min_transfer_rate": npm.min_transfer_rate,
             "max_packument_bytes": npm.max_packument_bytes,
             "max_tarball_bytes": npm.max_tarball_bytes,
-            # The private registry (users, publishing) stays off in a cluster until the
-            # NpmMirror API can configure it (its admin from a Secret, self-registration
-            # off): never a registry anyone who reaches the Service can sign up to.
-            "registry": {"enabled": False},
+            "registry": registry_settings(npm.registry),
         },
+    }
+
+
+def registry_settings(registry: NpmRegistrySpec) -> dict[str, Any]:
+    """The server's npm.registry: the administrator's password from its Secret's file. Its
+    users, tokens and packages go to the stats database (server_settings), as in the server."""
+    return {
+        "enabled": registry.enabled,
+        "self_registration": registry.self_registration,
+        "admin_user": registry.admin_user,
+        "admin_password_file": (
+            secret_file("npm-admin-password") if registry.admin_password_secret else None
+        ),
+        "publish": [rule.model_dump() for rule in registry.publish],
+        "trusted_proxies": registry.trusted_proxies,
+        "login_attempts": registry.login_attempts,
+        "login_window": registry.login_window,
     }
 
 
