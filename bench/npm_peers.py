@@ -28,6 +28,7 @@ exit, Ctrl-C included.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import contextlib
 import gzip
@@ -50,6 +51,7 @@ import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -78,6 +80,7 @@ SMALL_VERSIONS = ("1.0.0", "1.0.1", "1.1.0", "1.2.0", "2.0.0")
 TARBALL_VERSION = "2.0.0"  # the tarball benchmarked (its ``latest``)
 BIG = npk.NAME  # "@bench/big", 3,000 versions (~14 MB)
 HUGE = "@bench/huge"  # the RSS row's packument (~20 MB)
+LOCAL = "@bench/local"  # the small package's versions, published to Entrepôt itself
 
 VERDACCIO = "Verdaccio"
 ENTREPOT = "Entrepôt"
@@ -465,6 +468,74 @@ def start_entrepot(
     )
 
 
+def publish_local(t: Target, fx: Fixture, data_dir: Path) -> dict[str, Any]:
+    """Publish the small package's versions (manifests and tarballs as the fixture has them)
+    to Entrepôt's private registry as ``@bench/local``, with a token made in its store: the
+    local-package rows read what a publish built. Returns the URLs and what was published."""
+    from entrepot.npm.auth import masked, new_token, token_key
+    from entrepot.npm.registrystore import open_registry_store
+
+    async def make_token() -> str:
+        store = open_registry_store(None, data_dir)
+        now = datetime.now(UTC)
+        try:
+            await store.create_user("bench", email="bench@example.com", password_hash="-", now=now)
+            token = new_token()
+            await store.create_token(
+                token_key(token),
+                user="bench",
+                prefix=masked(token),
+                readonly=False,
+                cidrs=[],
+                now=now,
+            )
+            return token
+        finally:
+            await store.close()
+
+    token = asyncio.run(make_token())
+    small = json.loads(fx.resources["/" + SMALL].full.body)
+    published = []
+    for version in SMALL_VERSIONS:
+        manifest = dict(small["versions"][version])
+        data = fx.tarballs[tarball_path(SMALL, version)]
+        manifest["name"] = LOCAL
+        manifest["_id"] = f"{LOCAL}@{version}"
+        manifest["dist"] = {
+            "integrity": "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode(),
+            "shasum": hashlib.sha1(data).hexdigest(),
+        }
+        body = {
+            "_id": LOCAL,
+            "name": LOCAL,
+            "dist-tags": {"latest": version},
+            "versions": {version: manifest},
+            "readme": small.get("readme", ""),
+            "_attachments": {
+                f"local-{version}.tgz": {
+                    "data": base64.b64encode(data).decode(),
+                    "length": len(data),
+                }
+            },
+        }
+        r = httpx.put(
+            t.url(package_path(LOCAL)),
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+        if r.status_code != 201:
+            raise RuntimeError(f"publishing {LOCAL}@{version}: {r.status_code} {r.text[:300]}")
+        published.append(version)
+    full = httpx.get(t.url(package_path(LOCAL)), headers={"Accept": FULL_ACCEPT}, timeout=10)
+    if sorted(full.json()["versions"]) != sorted(published):
+        raise RuntimeError(
+            f"{LOCAL}: published {published}, served {list(full.json()['versions'])}"
+        )
+    print(f"  {t.name}: published {LOCAL} {', '.join(published)} ({len(full.content)} bytes)")
+    return {"versions": published, "full_bytes": len(full.content)}
+
+
 # ---------------------------------------------------------------------------------------------
 # Warm-up and checks
 
@@ -827,6 +898,18 @@ def make_benches(
             print(f"  304 of {key}, {t.name}: {how}", flush=True)
         return out
 
+    def local(key: str) -> dict[str, tuple[str, dict[str, str]] | str]:
+        """The small document's row on the package published to Entrepôt (Verdaccio's own
+        packages are not published in this run)."""
+        _, accept, encoding = DOCUMENTS[key]
+        out: dict[str, tuple[str, dict[str, str]] | str] = {}
+        for t in targets:
+            if t.name == ENTREPOT and "local" in warmed:
+                out[t.name] = (t.url(package_path(LOCAL)), request_headers(accept, encoding))
+            else:
+                out[t.name] = "not measured: packages published to the server itself"
+        return out
+
     big_mb = len(fx.resources["/" + BIG].full.body) / 1e6
     huge_mb = len(fx.resources["/" + HUGE].full.body) / 1e6
     small_kb = len(fx.resources["/" + SMALL].full.body) / 1e3
@@ -842,6 +925,18 @@ def make_benches(
             "small_abbrev",
             f"small packument, abbreviated, c={c}",
             requests=each("small_abbrev"),
+            **small,
+        ),
+        Bench(
+            "local_full",
+            f"small packument published to Entrepôt ({LOCAL}), full, c={c}",
+            requests=local("small_full"),
+            **small,
+        ),
+        Bench(
+            "local_abbrev",
+            f"small packument published to Entrepôt ({LOCAL}), abbreviated, c={c}",
+            requests=local("small_abbrev"),
             **small,
         ),
         Bench(
@@ -1171,6 +1266,9 @@ def measure(tmp: Path, opts: argparse.Namespace, res: dict[str, Any]) -> list[Be
         res["rss_started"] = {t.name: rss_now(t) for t in targets}
         print("\n## warm-up: every document and the tarball, twice per server", flush=True)
         res["warm"] = warm(targets, fx)
+        for t in targets:
+            if t.name == ENTREPOT:
+                res["warm"]["local"] = publish_local(t, fx, tmp / "entrepot-data")
         res["rss_warm"] = {t.name: rss_now(t) for t in targets}
         for t in targets:
             a, b = res["rss_started"][t.name], res["rss_warm"][t.name]
