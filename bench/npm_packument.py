@@ -5,10 +5,11 @@ once per upstream change and served as bytes, and that computing them for a 14 M
 3,000-version packument take well under a second. This generates such a packument (random
 hashes, signatures and dependency sets, so it compresses like a real one rather than like
 repeated text), then times :func:`entrepot.npm.packument.compute` and its parts: parsing, the
-two JSON encodings, gzip, and a ``GET /<name>/<version>`` slice.
+two JSON encodings, gzip, brotli, and a ``GET /<name>/<version>`` slice; then gzip levels and
+brotli qualities side by side (size and CPU), and the same for a small document.
 
-Not a test: ``.venv/bin/python bench/npm_packument.py [--versions 3000] [--rounds 7]``; no
-network, one core. Do not run it while the test suite loads the machine.
+Not a test: ``.venv/bin/python bench/npm_packument.py [--versions 3000] [--rounds 7]
+[--brotli-quality 5]``; no network. Do not run it while the test suite loads the machine.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import brotli
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "proxy"))
@@ -213,6 +216,12 @@ def big_packument(versions: int, *, drift: float = 0.0, seed: int = 12) -> bytes
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
+def squeeze(body: bytes, quality: int, window: int = packument.BROTLI_WINDOW) -> bytes:
+    """Brotli as compute runs it (its window), at ``quality``."""
+    packed: bytes = brotli.compress(body, quality=quality, lgwin=window)
+    return packed
+
+
 def timed(fn: Callable[[], object], rounds: int) -> tuple[float, float]:
     """(best wall-clock seconds, best CPU seconds of this process) of ``rounds`` calls.
 
@@ -233,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--min-release-age", type=float, default=0.0, help="seconds; 0 = no policy")
     p.add_argument("--gzip-level", type=int, default=packument.GZIP_LEVEL)
+    p.add_argument("--brotli-quality", type=int, default=packument.BROTLI_QUALITY)
     p.add_argument(
         "--drift",
         type=float,
@@ -260,18 +270,21 @@ def main(argv: list[str] | None = None) -> int:
             max_bytes=1 << 30,
             policy=policy,
             gzip_level=opts.gzip_level,
+            brotli_quality=opts.brotli_quality,
         )
 
     docs = run()
     full, corgi = docs.full, docs.abbreviated
     print(
-        f"full: {len(full.body) / 1e6:.1f} MB, gzip {len(full.gzip) / 1e6:.2f} MB;"
-        f" abbreviated: {len(corgi.body) / 1e6:.1f} MB, gzip {len(corgi.gzip) / 1e6:.2f} MB;"
+        f"full: {len(full.body) / 1e6:.1f} MB, gzip {len(full.gzip) / 1e6:.2f} MB,"
+        f" br {len(full.br) / 1e6:.2f} MB; abbreviated: {len(corgi.body) / 1e6:.1f} MB,"
+        f" gzip {len(corgi.gzip) / 1e6:.2f} MB, br {len(corgi.br) / 1e6:.2f} MB;"
         f" index {len(docs.index.to_bytes()) / 1e3:.0f} kB; hidden {len(docs.hidden)}"
     )
     wall, cpu = timed(run, opts.rounds)
-    label = f"compute (all, gzip -{opts.gzip_level})"
+    label = f"compute (gzip -{opts.gzip_level}, br -q {opts.brotli_quality})"
     print(f"{label:<29} wall {wall * 1e3:7.1f} ms   CPU {cpu * 1e3:7.1f} ms")
+    quality = opts.brotli_quality
     full_obj, corgi_obj = json.loads(full.body), json.loads(corgi.body)
     parts: dict[str, Callable[[], object]] = {
         "parse, with spans": lambda: packument._read_spans(raw),
@@ -280,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
         "re-encode the full (avoided)": lambda: packument._encode_full(full_obj),
         "gzip of the full body": lambda: gzip.compress(full.body, opts.gzip_level, mtime=0),
         "gzip of the abbreviated": lambda: gzip.compress(corgi.body, opts.gzip_level, mtime=0),
+        "brotli of the full body": lambda: squeeze(full.body, quality),
+        "brotli of the abbreviated": lambda: squeeze(corgi.body, quality),
         "index to_bytes + from_bytes": lambda: packument.Index.from_bytes(docs.index.to_bytes()),
     }
     for label, fn in parts.items():
@@ -289,6 +304,18 @@ def main(argv: list[str] | None = None) -> int:
         size = len(gzip.compress(full.body, level, mtime=0))
         wall, cpu = timed(lambda lvl=level: gzip.compress(full.body, lvl, mtime=0), 3)
         print(f"  gzip -{level} of the full body: {size / 1e6:.2f} MB, CPU {cpu * 1e3:.0f} ms")
+    for q in (1, 3, 4, 5, 6, 7, 9):
+        size = len(squeeze(full.body, q))
+        wall, cpu = timed(lambda q=q: squeeze(full.body, q), 3)
+        print(f"  brotli -q {q} of the full body: {size / 1e6:.2f} MB, CPU {cpu * 1e3:.0f} ms")
+    for window in (16, 18, 20, 22, 24):
+        size = len(squeeze(full.body, quality, window))
+        wall, cpu = timed(lambda w=window: squeeze(full.body, quality, w), opts.rounds)
+        print(
+            f"  brotli -q {quality} -w {window} of the full body: {size / 1e6:.3f} MB,"
+            f" CPU {cpu * 1e3:.0f} ms"
+        )
+    small_documents(opts)
     latest = docs.index.dist_tags["latest"]
     n = 10_000
     t0 = time.perf_counter()
@@ -297,6 +324,40 @@ def main(argv: list[str] | None = None) -> int:
     per = (time.perf_counter() - t0) / n
     print(f"GET /<name>/latest from the computed documents: {per * 1e6:.1f} us")
     return 0
+
+
+def small_documents(opts: argparse.Namespace) -> None:
+    """A small package's documents (5 versions, no readme): what every compute in a serving
+    worker's thread costs, and each compressor's part of it."""
+    raw = json.loads(big_packument(5))
+    del raw["readme"], raw["users"]
+    small = json.dumps(raw, separators=(",", ":")).encode()
+
+    def run(quality: int) -> packument.Documents:
+        return packument.compute(
+            small,
+            name=NAME,
+            base_url=MIRROR,
+            now=time.time(),
+            max_bytes=1 << 30,
+            gzip_level=opts.gzip_level,
+            brotli_quality=quality,
+        )
+
+    body = run(opts.brotli_quality).full.body
+    rounds = 200
+    _, cpu = timed(lambda: run(opts.brotli_quality), rounds)
+    print(
+        f"small packument ({len(small) / 1e3:.1f} kB, 5 versions): compute CPU"
+        f" {cpu * 1e6:.0f} us (gzip -{opts.gzip_level}, br -q {opts.brotli_quality})"
+    )
+    _, cpu = timed(lambda: gzip.compress(body, opts.gzip_level, mtime=0), rounds)
+    size = len(gzip.compress(body, opts.gzip_level, mtime=0))
+    print(f"  gzip -{opts.gzip_level} of its full body: {size} B, CPU {cpu * 1e6:.0f} us")
+    for q in (4, 5, 6, 9, 11):
+        size = len(squeeze(body, q))
+        _, cpu = timed(lambda q=q: squeeze(body, q), rounds)
+        print(f"  brotli -q {q} of its full body: {size} B, CPU {cpu * 1e6:.0f} us")
 
 
 if __name__ == "__main__":

@@ -6,13 +6,13 @@ allocator and malloc keep most of that memory (measured: a worker stayed at 245 
 one such compute, +110 MiB even after ``malloc_trim``). A process of its own
 (``python -m entrepot.npm.compute``), started for one compute and gone after it, returns
 everything to the system. Its input and output are files, not bytes through a pipe: the
-upstream's packument is streamed to a staged file, the process reads it and writes the four
-documents to staged files of their own, and only the small index comes back (a 20 MB
-packument pickled to a pool and back cost the worker ~90 MB of copies its allocator kept).
-A plain child process, not a ``multiprocessing`` pool: no idle interpreter or resource
-tracker is left behind, and a compute that overruns :attr:`Computer.timeout` is killed. The
-cost, ~0.2 s to start an interpreter, is paid once per upstream change of a large package,
-never per request.
+upstream's packument is streamed to a staged file, the process reads it and writes the six
+documents (full and abbreviated, each plain, gzip and brotli) to staged files of their own,
+and only the small index comes back (a 20 MB packument pickled to a pool and back cost the
+worker ~90 MB of copies its allocator kept). A plain child process, not a
+``multiprocessing`` pool: no idle interpreter or resource tracker is left behind, and a
+compute that overruns :attr:`Computer.timeout` is killed. The cost, ~0.2 s to start an
+interpreter, is paid once per upstream change of a large package, never per request.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ _ERRORS: dict[str, type[EntrepotError]] = {
 
 @dataclass(frozen=True, eq=False)
 class Computed:
-    """What publishing a package's documents needs: its index, and the four bodies (in
+    """What publishing a package's documents needs: its index, and the six bodies (in
     memory, or in the staged files the caller gave)."""
 
     index: Index
@@ -71,8 +71,10 @@ def _bodies(docs: Documents) -> dict[Representation, bytes]:
     return {
         "full": docs.full.body,
         "full.gz": docs.full.gzip,
+        "full.br": docs.full.br,
         "abbreviated": docs.abbreviated.body,
         "abbreviated.gz": docs.abbreviated.gzip,
+        "abbreviated.br": docs.abbreviated.br,
     }
 
 

@@ -5,11 +5,13 @@ Errors are JSON, as npm clients expect: ``{"error": "...", "reason": "..."}``.
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from email.utils import parsedate_to_datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from entrepot import __version__
 from entrepot.errors import (
@@ -72,21 +74,85 @@ def json_error(error: Exception) -> Response:
     return Response(status, body=body, headers=headers)
 
 
-def representation(accept: str, accept_encoding: str) -> Representation:
+Coding = Literal["br", "gzip", "identity"]
+_PREFERENCE: tuple[Coding, ...] = ("br", "gzip", "identity")
+"""The order ties are broken in: the smallest body first."""
+_UNNAMED_IDENTITY = 0.0001
+"""identity's weight when the header neither names it nor has ``*``: taken, but after any
+coding the client named (q-values have three decimals, so this is below every one)."""
+_REPRESENTATIONS: dict[tuple[bool, Coding], Representation] = {
+    (False, "br"): "full.br",
+    (False, "gzip"): "full.gz",
+    (False, "identity"): "full",
+    (True, "br"): "abbreviated.br",
+    (True, "gzip"): "abbreviated.gz",
+    (True, "identity"): "abbreviated",
+}
+CONTENT_ENCODING: dict[Representation, str] = {
+    "full.gz": "gzip",
+    "full.br": "br",
+    "abbreviated.gz": "gzip",
+    "abbreviated.br": "br",
+}
+
+
+def codings(accept_encoding: str) -> tuple[Coding, ...]:
+    """The codings a client takes a packument in, best first, from its ``Accept-Encoding``
+    (RFC 9110, 12.5.3): the highest q wins, a tie goes to br, then gzip, then identity;
+    ``q=0`` refuses a coding; ``*`` stands for each coding not named (identity included).
+    Without the header, identity only (what clients that send none expect). identity ends
+    the list even when refused: it is all there is left to send.
+
+    npm and pnpm send ``gzip, deflate`` and stay on gzip; yarn Berry, browsers and curl
+    (``--compressed``) also send ``br`` and get brotli."""
+    weights: dict[str, float] = {}
+    for item in accept_encoding.split(","):
+        coding, *params = item.split(";")
+        name = coding.strip().lower()
+        if not name:
+            continue
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value.strip())
+                except ValueError:
+                    q = math.nan
+        if not 0.0 <= q <= 1.0:  # a malformed q: the item is ignored
+            continue
+        name = "gzip" if name == "x-gzip" else name
+        weights[name] = max(weights.get(name, 0.0), q)
+    if not weights:
+        return ("identity",)
+    star = weights.get("*")
+
+    def weight(coding: Coding) -> float:
+        if coding in weights:
+            return weights[coding]
+        if star is not None:
+            return star
+        return _UNNAMED_IDENTITY if coding == "identity" else 0.0
+
+    # sorted() is stable: equal weights keep _PREFERENCE's order.
+    taken = sorted((c for c in _PREFERENCE if weight(c) > 0), key=weight, reverse=True)
+    if "identity" not in taken:
+        taken.append("identity")
+    return tuple(taken)
+
+
+@functools.lru_cache(maxsize=256)
+def representations(accept: str, accept_encoding: str) -> tuple[Representation, ...]:
+    """The packument representations a client takes, best first (see :func:`codings`):
+    abbreviated when ``Accept`` names it, else full. Cached: clients send a handful of
+    distinct headers, and this runs on every packument request (304s included)."""
     abbreviated = CORGI in accept
-    gz = _accepts_gzip(accept_encoding)
-    if abbreviated:
-        return "abbreviated.gz" if gz else "abbreviated"
-    return "full.gz" if gz else "full"
+    return tuple(_REPRESENTATIONS[abbreviated, c] for c in codings(accept_encoding))
 
 
-def _accepts_gzip(header: str) -> bool:
-    for item in header.split(","):
-        coding, _, params = item.strip().partition(";")
-        if coding.strip().lower() in ("gzip", "*"):
-            q = params.strip().lower()
-            return not (q.startswith("q=") and q[2:].strip() in ("0", "0.0", "0.00", "0.000"))
-    return False
+def representation(accept: str, accept_encoding: str) -> Representation:
+    """The representation a client is sent (the first of :func:`representations`)."""
+    return representations(accept, accept_encoding)[0]
 
 
 def _not_modified_since(request: Request, modified: float) -> bool:
@@ -188,12 +254,12 @@ class NpmHandlers:
             )
         request.endpoint = "packument"
         write = "write=true" in request.query
-        rep = representation(
+        wanted = representations(
             request.headers.get("accept", ""), request.headers.get("accept-encoding", "")
         )
-        doc = await self.service.document(req.name, rep, write=write)
+        doc = await self.service.document(req.name, wanted[0], write=write, fallback=wanted[1:])
         request.cache = "bypass" if write else doc.cache
-        return self.respond(request, doc, rep, bypass=write)
+        return self.respond(request, doc, doc.rep, bypass=write)
 
     def respond(
         self, request: Request, doc: Document, rep: Representation, *, bypass: bool = False
@@ -206,9 +272,9 @@ class NpmHandlers:
                 del self._fields[next(iter(self._fields))]
             fields = self._fields[key] = render_fields(self.headers(doc, rep, cache))
         # Answered from the index's ETags, before any file is opened (a 304 of a 14 MB
-        # document costs what one of a 4 kB document does); either encoding's ETag matches.
+        # document costs what one of a 4 kB document does); any encoding's ETag matches.
         inm = request.headers.get("if-none-match")
-        if inm is not None and (etag_matches(inm, doc.etag) or etag_matches(inm, doc.other_etag)):
+        if inm is not None and any(etag_matches(inm, etag) for etag in doc.etags):
             return Response(304, fields=fields)
         if _not_modified_since(request, doc.blob.mtime_ns / 1e9):
             return Response(304, fields=fields)
@@ -234,8 +300,9 @@ class NpmHandlers:
             "Vary": "Accept, Accept-Encoding",
             "X-Entrepot-Cache": cache,
         }
-        if rep.endswith(".gz"):
-            headers["Content-Encoding"] = "gzip"
+        encoding = CONTENT_ENCODING.get(rep)
+        if encoding is not None:
+            headers["Content-Encoding"] = encoding
         if doc.stale_reason is not None:
             headers["Warning"] = '110 - "Response is Stale"'
             headers["X-Entrepot-Stale-Reason"] = header_safe(doc.stale_reason)

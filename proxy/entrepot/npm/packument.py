@@ -15,9 +15,9 @@ pretty-prints and hashes on every request: 2.7 req/s for a 14 MB packument):
   ``time`` (pnpm's minimum release age needs it) and per version :data:`ABBREVIATED_FIELDS`
   (``libc`` included: pnpm refetches the full document without it), ``hasInstallScript``
   derived from ``scripts`` when the upstream left it out, as the registry does;
-* both with their gzip forms and a strong ETag each (a hash of exactly the bytes sent); the
-  abbreviated document, and the full one between its top-level members and versions, are
-  compact JSON;
+* both with their gzip and brotli forms and a strong ETag each (a hash of exactly the bytes
+  sent); the abbreviated document, and the full one between its top-level members and
+  versions, are compact JSON;
 * an :class:`Index`: dist-tags, where each version's manifest sits in the full body (so
   ``GET /<name>/<version|tag>`` is a slice, no parsing), each version's upstream tarball URL
   and integrity (so a tarball fetch never parses the packument), and what the policy hid.
@@ -33,12 +33,16 @@ when there is none. Versions whose key cannot be a tarball URL are removed too
 Where a value changes (re-pointed dist-tags, a filtered ``time``, a manifest whose tarball
 URL cannot be pinpointed in the text), or the text cannot be spliced (a repeated key, not
 UTF-8), that value is re-encoded from the parsed document: the same meaning, compact, numbers
-by value (``1e2`` becomes ``100.0``). Brotli forms are left out: no brotli module is a
-dependency, and npm, pnpm and yarn all send ``Accept-Encoding: gzip``.
+by value (``1e2`` becomes ``100.0``).
+
+npm and pnpm send ``Accept-Encoding: gzip``; yarn Berry, browsers and curl also take ``br``,
+which at :data:`BROTLI_QUALITY` is some 12-14% smaller than gzip -6 on packuments.
 
 Cost (bench/npm_packument.py, this project's 2-core machine, a generated 13.9 MB packument of
 3,000 versions): about 0.6 s with gzip -6, of which parsing is 0.2 s; 0.95 s when every
-version's text differs from the last (a worst case for gzip).
+version's text differs from the last (a worst case for gzip). The brotli forms add 0.18 s of
+CPU to that (0.10 s for the full document in the second thread, 0.08 s for the abbreviated
+one): +20-35% for the whole compute, depending on how free the second core is.
 """
 
 from __future__ import annotations
@@ -58,12 +62,15 @@ from fnmatch import fnmatchcase
 from json.scanner import make_scanner
 from typing import Any, Literal
 
+import brotli
+
 from entrepot.errors import ForbiddenError, NotFoundError, TooLargeError, VerificationError
 from entrepot.npm import names
 from entrepot.npm.semver import Version, try_parse
 
 __all__ = [
     "ABBREVIATED_FIELDS",
+    "BROTLI_QUALITY",
     "DEFAULT_MAX_BYTES",
     "GZIP_LEVEL",
     "Documents",
@@ -78,6 +85,7 @@ __all__ = [
     "Retag",
     "VersionEntry",
     "compute",
+    "etags_of",
     "parse_time",
     "policy_for",
     "version_manifest",
@@ -89,6 +97,16 @@ tens of MB; this leaves room without letting one answer take the worker's memory
 GZIP_LEVEL = 6
 """zlib's default: on packuments within a few percent of level 9's size, at a fraction of
 its time (bench/npm_packument.py)."""
+BROTLI_QUALITY = 5
+"""Brotli's quality (0-11) for the ``br`` forms: the lowest that pays. 3 is hardly smaller
+than gzip -6 on packuments (larger on very varied ones) and 4 costs as much as 5; 5 is some
+12-14% smaller than gzip -6 for about its time; 6 and up cost 50% more and beyond for under 1%
+(bench/npm_packument.py, docs/benchmarks.md)."""
+BROTLI_WINDOW = 18
+"""Brotli's window (``lgwin``, log2 bytes): 256 KiB. A package's versions repeat each other
+within a few kB, so a larger window finds nothing more (the same size to 0.5%), yet at 22
+(brotli's default, 4 MiB) compressing took some 40% longer; a decoder needs less memory too
+(bench/npm_packument.py)."""
 
 ABBREVIATED_FIELDS = (
     "name",
@@ -180,12 +198,15 @@ class Retag:
 
 @dataclass(frozen=True)
 class Encoded:
-    """One document in its two encodings, each with its own strong ETag (quoted)."""
+    """One document in its three encodings (identity, gzip, brotli), each with its own strong
+    ETag (quoted)."""
 
     body: bytes
     gzip: bytes
     etag: str
     gzip_etag: str
+    br: bytes
+    br_etag: str
 
 
 @dataclass(frozen=True)
@@ -200,8 +221,17 @@ class VersionEntry:
     shasum: str
 
 
-Representation = Literal["full", "full.gz", "abbreviated", "abbreviated.gz"]
-_REPRESENTATIONS: tuple[Representation, ...] = ("full", "full.gz", "abbreviated", "abbreviated.gz")
+Representation = Literal[
+    "full", "full.gz", "full.br", "abbreviated", "abbreviated.gz", "abbreviated.br"
+]
+_REPRESENTATIONS: tuple[Representation, ...] = (
+    "full",
+    "full.gz",
+    "full.br",
+    "abbreviated",
+    "abbreviated.gz",
+    "abbreviated.br",
+)
 _REASONS: tuple[HiddenReason, ...] = ("too-new", "blocked", "unservable")
 
 
@@ -506,9 +536,14 @@ def _etag(body: bytes) -> str:
     return '"' + base64.urlsafe_b64encode(digest).decode("ascii") + '"'
 
 
-def _encoded(body: bytes, level: int = GZIP_LEVEL) -> Encoded:
+def _encoded(
+    body: bytes, level: int = GZIP_LEVEL, *, brotli_quality: int = BROTLI_QUALITY
+) -> Encoded:
+    """``body`` with its gzip (``level``) and brotli (``brotli_quality``) forms. Both
+    compressors release the GIL, so two of these run in parallel threads."""
     packed = gzip.compress(body, compresslevel=level, mtime=0)
-    return Encoded(body, packed, _etag(body), _etag(packed))
+    squeezed: bytes = brotli.compress(body, quality=brotli_quality, lgwin=BROTLI_WINDOW)
+    return Encoded(body, packed, _etag(body), _etag(packed), squeezed, _etag(squeezed))
 
 
 def etags_of(full: Encoded, abbreviated: Encoded) -> dict[Representation, str]:
@@ -516,8 +551,10 @@ def etags_of(full: Encoded, abbreviated: Encoded) -> dict[Representation, str]:
     return {
         "full": full.etag,
         "full.gz": full.gzip_etag,
+        "full.br": full.br_etag,
         "abbreviated": abbreviated.etag,
         "abbreviated.gz": abbreviated.gzip_etag,
+        "abbreviated.br": abbreviated.br_etag,
     }
 
 
@@ -600,6 +637,25 @@ def _abbreviated_version(manifest: Mapping[str, Any]) -> dict[str, Any]:
     return corgi
 
 
+def _abbreviated(
+    name: str,
+    modified: object,
+    tags: Mapping[str, Any],
+    served: Mapping[str, Mapping[str, Any]],
+    times: Mapping[str, Any] | None,
+) -> bytes:
+    """The abbreviated document: ``name``, ``modified``, ``dist-tags``, each version's
+    install fields and ``time`` (None: the upstream has none)."""
+    abbreviated: dict[str, Any] = {"name": name}
+    if modified is not None:
+        abbreviated["modified"] = modified
+    abbreviated["dist-tags"] = tags
+    abbreviated["versions"] = {v: _abbreviated_version(m) for v, m in served.items()}
+    if times is not None:
+        abbreviated["time"] = times
+    return _encode(abbreviated)
+
+
 def compute(
     raw: bytes,
     *,
@@ -609,12 +665,14 @@ def compute(
     max_bytes: int,
     policy: Policy | None = None,
     gzip_level: int = GZIP_LEVEL,
+    brotli_quality: int = BROTLI_QUALITY,
 ) -> Documents:
     """Everything served for package ``name`` from the upstream's packument ``raw``.
 
     ``base_url`` is the mirror's public registry URL (tarball URLs are built under it),
     ``now`` the time the policy's ages are measured from (epoch seconds); no ``policy``
-    hides nothing. ``gzip_level`` trades compute time for size (bench/npm_packument.py).
+    hides nothing. ``gzip_level`` and ``brotli_quality`` trade compute time for size
+    (bench/npm_packument.py).
 
     Raises:
         PackumentTooLargeError: ``raw`` is over ``max_bytes``.
@@ -672,25 +730,15 @@ def compute(
             changed.add("time")
         body, spans = _splice_full(source, full, upstream_versions, changed, prefix)
 
-    # gzip is most of the work: the full body is compressed in a second thread (zlib
-    # releases the GIL) while this one builds and compresses the abbreviated document.
-    full_encoded = (
-        _Background(functools.partial(_encoded, level=gzip_level), body)
-        if len(body) >= _PARALLEL_BYTES
-        else None
-    )
+    # Compression is most of the work: the full body is compressed (gzip, then brotli) in a
+    # second thread (zlib and brotli release the GIL) while this one builds and compresses
+    # the abbreviated document.
+    encode = functools.partial(_encoded, level=gzip_level, brotli_quality=brotli_quality)
+    full_encoded = _Background(encode, body) if len(body) >= _PARALLEL_BYTES else None
 
-    abbreviated: dict[str, Any] = {"name": name}
     modified = upstream_times.get("modified")
-    if modified is not None:
-        abbreviated["modified"] = modified
-    abbreviated["dist-tags"] = tags
-    abbreviated["versions"] = {v: _abbreviated_version(m) for v, m in served.items()}
-    if "time" in doc:
-        abbreviated["time"] = times
-
-    corgi = _encoded(_encode(abbreviated), gzip_level)
-    full_doc = _encoded(body, gzip_level) if full_encoded is None else full_encoded.result()
+    corgi = encode(_abbreviated(name, modified, tags, served, times if "time" in doc else None))
+    full_doc = encode(body) if full_encoded is None else full_encoded.result()
     index = Index(
         name=name,
         dist_tags={t: v for t, v in tags.items() if isinstance(v, str)},

@@ -4,7 +4,7 @@
                  ├─ fresh → serve the stored document (bytes or sendfile)
                  ├─ stale within stale_while_revalidate → serve, refresh in background
                  └─ older / absent → coalesced, conditional upstream fetch ─▶ compute once
-                    (full + abbreviated, gzip, ETags) ─▶ documents, then index.json, published
+                    (full + abbreviated, gzip, brotli, ETags) ─▶ documents, then index.json
                     (an upstream failure then serves the stored copy up to max_stale)
 
     tarball ─▶ the package's index (policy, dist) ─▶ stored? sendfile
@@ -29,7 +29,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
@@ -71,7 +71,20 @@ from entrepot.storage.base import BlobInfo, Storage
 
 log = logging.getLogger("entrepot.npm")
 
-REPRESENTATIONS: tuple[Representation, ...] = ("full", "full.gz", "abbreviated", "abbreviated.gz")
+REPRESENTATIONS: tuple[Representation, ...] = (
+    "full",
+    "full.gz",
+    "full.br",
+    "abbreviated",
+    "abbreviated.gz",
+    "abbreviated.br",
+)
+BEFORE_BROTLI: frozenset[Representation] = frozenset(
+    {"full", "full.gz", "abbreviated", "abbreviated.gz"}
+)
+"""What an index written before the brotli forms names: still read and served (a ``br``
+request gets gzip) until the package is computed again, which the fingerprint's change
+makes happen at its next request (:meth:`NpmService._recompute`)."""
 RESTAT_SECONDS = 1.0
 """How long a worker trusts the index.json of a mirrored package it holds without a stat: a
 first publish here replaces it, and must shadow the upstream in every worker within this.
@@ -83,8 +96,15 @@ document written from memory to 64 slow clients would be buffered 64 times)."""
 
 
 def _file_part(rep: Representation, etag: str) -> str:
+    """``full-<hash>.json``, ``full-<hash>.json.gz``, ``full-<hash>.json.br``, ..."""
     tag = hashlib.sha256(etag.encode()).hexdigest()[:32]
-    return f"{rep.replace('.gz', '')}-{tag}.json" + (".gz" if rep.endswith(".gz") else "")
+    document, dot, coding = rep.partition(".")
+    return f"{document}-{tag}.json{dot}{coding}"
+
+
+def _document_of(rep: Representation) -> Representation:
+    """The identity representation of the same document (``full.br`` → ``full``)."""
+    return "abbreviated" if rep.startswith("abbreviated") else "full"
 
 
 def local_tarball_key(name: str, version: str, integrity: str, nonce: str) -> str:
@@ -123,10 +143,11 @@ class Package:
 class Document:
     """A packument representation to send: bytes in memory, or the stored file."""
 
+    rep: Representation  # the one sent (not always the one asked for: see NpmService.document)
     blob: BlobInfo
     body: bytes | None
     etag: str
-    other_etag: str  # the same document's other encoding (a 304 for either is right)
+    etags: tuple[str, ...]  # every encoding's ETag of the same document (a 304 for any is right)
     modified: float | None
     cache: CacheResult
     stale_reason: str | None = None
@@ -189,9 +210,16 @@ class NpmService:
         """The public registry URL tarball URLs are written under (known once the server
         is bound when ``npm.public_url`` is unset and the port was 0)."""
         self.base_url = base_url
+        # The representations are in it too: documents computed before one existed (the
+        # brotli forms) are computed again from the stored upstream bytes.
         self.fingerprint = hashlib.sha256(
             json.dumps(
-                [base_url, self.policy.model_dump(mode="json"), self.settings.max_packument_bytes]
+                [
+                    base_url,
+                    self.policy.model_dump(mode="json"),
+                    self.settings.max_packument_bytes,
+                    REPRESENTATIONS,
+                ]
             ).encode()
         ).hexdigest()[:16]
 
@@ -212,9 +240,19 @@ class NpmService:
 
     # -- packuments ---------------------------------------------------------------------------
 
-    async def document(self, name: str, rep: Representation, *, write: bool = False) -> Document:
+    async def document(
+        self,
+        name: str,
+        rep: Representation,
+        *,
+        write: bool = False,
+        fallback: Sequence[Representation] = (),
+    ) -> Document:
+        """The package's document as ``rep``; when the stored documents lack it (an index
+        written before the brotli forms), the first of ``fallback`` (what the client takes
+        next, best first) they have, else the same document unencoded."""
         package, cache, stale = await self.package(name, write=write)
-        return await self._document(package, rep, cache, stale)
+        return await self._document(package, (rep, *fallback), cache, stale)
 
     async def package(
         self, name: str, *, write: bool = False, force: bool = False
@@ -378,15 +416,22 @@ class NpmService:
         return package
 
     async def _document(
-        self, package: Package, rep: Representation, cache: CacheResult, stale: str | None
+        self,
+        package: Package,
+        wanted: Sequence[Representation],
+        cache: CacheResult,
+        stale: str | None,
     ) -> Document:
+        document = _document_of(wanted[0])
+        rep = next((r for r in wanted if r in package.files), document)
         key = package.files[rep]
-        other_rep: Representation = rep[:-3] if rep.endswith(".gz") else f"{rep}.gz"  # type: ignore[assignment]
-        etag = package.index.etags[rep]
-        other = package.index.etags.get(other_rep, etag)
+        etags = package.index.etags
+        etag = etags[rep]
+        same = tuple(e for r, e in etags.items() if _document_of(r) == document)
+        modified = package.index.modified
         item = self.memory.get(key)
         if item is not None:
-            return Document(item[0], item[1], etag, other, package.index.modified, cache, stale)
+            return Document(rep, item[0], item[1], etag, same, modified, cache, stale)
         blob = await self.storage.stat(key)
         if blob is None:  # purged behind our back: compute again from the upstream
             self._forget(package.index.name)
@@ -396,7 +441,7 @@ class NpmService:
             body = await self.storage.get(key)
             if body is not None:
                 self.memory.put(key, blob, body)
-        return Document(blob, body, etag, other, package.index.modified, cache, stale)
+        return Document(rep, blob, body, etag, same, modified, cache, stale)
 
     async def manifest(self, name: str, ref: str) -> tuple[bytes, Package, CacheResult]:
         """``GET /<name>/<version|tag>``: the version's manifest, a slice of the full document."""
@@ -617,7 +662,7 @@ class NpmService:
 
     @contextlib.contextmanager
     def _outputs(self) -> Iterator[dict[Representation, Path]]:
-        """Staged files for a large compute's four documents (removed unless published)."""
+        """Staged files for a large compute's six documents (removed unless published)."""
         with contextlib.ExitStack() as stack:
             yield {rep: stack.enter_context(self.storage.stage()) for rep in REPRESENTATIONS}
 
@@ -921,7 +966,8 @@ def _parse_index(raw: bytes, stamp: tuple[int, int]) -> Package:
         files = {_rep(r): str(k) for r, k in meta["files"].items()}
         previous = {_rep(r): str(k) for r, k in meta.get("previous", {}).items()}
         parsed = Index.from_bytes(json.dumps(index).encode())
-        if set(files) != set(REPRESENTATIONS) or set(parsed.etags) != set(REPRESENTATIONS):
+        reps = set(files)
+        if reps not in (set(REPRESENTATIONS), BEFORE_BROTLI) or set(parsed.etags) != reps:
             raise ValueError("documents missing")
         return Package(
             index=parsed,

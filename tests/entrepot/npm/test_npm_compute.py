@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import brotli
 import pytest
 
 from entrepot.errors import UnavailableError, VerificationError
@@ -63,8 +64,11 @@ async def test_a_large_packument_is_computed_in_a_process_of_its_own(tmp_path: P
     assert computed.bodies == outs
     assert outs["full"].read_bytes() == here.full.body
     assert outs["full.gz"].read_bytes() == here.full.gzip
+    assert outs["full.br"].read_bytes() == here.full.br
     assert outs["abbreviated"].read_bytes() == here.abbreviated.body
     assert outs["abbreviated.gz"].read_bytes() == here.abbreviated.gzip
+    assert outs["abbreviated.br"].read_bytes() == here.abbreviated.br
+    assert brotli.decompress(outs["full.br"].read_bytes()) == here.full.body
     assert computed.index.to_bytes() == here.index.to_bytes()
     # Neither the packument nor its documents crossed into this process: only the index
     # (computed here, a 13.9 MB packument left +219 MiB behind; its bytes through the pipe,
@@ -84,6 +88,8 @@ async def test_a_small_packument_is_computed_in_memory(tmp_path: Path) -> None:
     here = compute(raw, name=NAME, base_url=BASE, now=0.0, max_bytes=1 << 30)
     assert computed.bodies["full"] == here.full.body
     assert computed.bodies["abbreviated.gz"] == here.abbreviated.gzip
+    assert computed.bodies["full.br"] == here.full.br
+    assert set(computed.bodies) == set(REPRESENTATIONS)
     assert not any(p.exists() for p in outs.values())
 
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
+import brotli
 import pytest
 from npm_fake import Clock, Registry, make_service
 
 from entrepot.config import NpmPolicy
-from entrepot.npm.handlers import CORGI, NpmHandlers, representation
+from entrepot.npm.handlers import CORGI, NpmHandlers, codings, representation
 from entrepot.web.http import AnyResponse, FileResponse, Request, Response
 
 PREFIX = "/npm/"
@@ -49,15 +51,42 @@ async def get(
     return await handlers.handle(request)
 
 
+NPM_ACCEPT = f"{CORGI}; q=1.0, application/json; q=0.8, */*"
+
+
 @pytest.mark.parametrize(
     ("accept", "encoding", "rep"),
     [
         ("", "", "full"),
-        ("application/json", "gzip, deflate, br", "full.gz"),
-        (f"{CORGI}; q=1.0, application/json; q=0.8, */*", "gzip", "abbreviated.gz"),
+        # npm and pnpm (minipass-fetch): gzip, never br.
+        (NPM_ACCEPT, "gzip,deflate", "abbreviated.gz"),
+        (NPM_ACCEPT, "gzip", "abbreviated.gz"),
+        # yarn Berry (got), browsers, Node's fetch (undici), curl --compressed: br.
+        (NPM_ACCEPT, "gzip, deflate, br", "abbreviated.br"),
+        ("application/json", "gzip, deflate, br, zstd", "full.br"),
+        ("application/json", "br, gzip, deflate", "full.br"),
+        ("*/*", "deflate, gzip, br, zstd", "full.br"),
         (CORGI, "identity", "abbreviated"),
+        (CORGI, "deflate", "abbreviated"),  # a coding not served: identity
         ("application/json", "gzip;q=0", "full"),
-        ("*/*", "*", "full.gz"),
+        ("application/json", "br;q=0, gzip", "full.gz"),
+        ("application/json", "br;q=0, gzip;q=0", "full"),
+        # q-values: the highest wins; ties go to br, then gzip.
+        ("application/json", "gzip;q=1.0, br;q=0.9", "full.gz"),
+        ("application/json", "gzip; q=0.5, br; q=0.5", "full.br"),
+        ("application/json", "br;q=0.4, identity;q=0.5", "full"),
+        ("application/json", "br;q=0.001", "full.br"),  # named beats unnamed identity
+        ("application/json", "GZIP;Q=0.8, Br;q=0.7", "full.gz"),  # case-insensitive
+        ("application/json", "x-gzip", "full.gz"),
+        # *: every coding not named, identity included.
+        ("*/*", "*", "full.br"),
+        ("*/*", "br;q=0, *", "full.gz"),
+        ("*/*", "gzip, *;q=0", "full.gz"),
+        ("*/*", "identity;q=0.9, *;q=0.5", "full"),
+        # Malformed q: the item is ignored.
+        ("application/json", "br;q=x, gzip", "full.gz"),
+        ("application/json", "br;q=2, gzip;q=0.1", "full.gz"),
+        ("application/json", " , ;q=1, gzip", "full.gz"),
     ],
 )
 def test_the_representation_follows_accept_and_accept_encoding(
@@ -66,19 +95,65 @@ def test_the_representation_follows_accept_and_accept_encoding(
     assert representation(accept, encoding) == rep
 
 
-async def test_304_for_either_encodings_etag_and_for_if_modified_since(
+@pytest.mark.parametrize(
+    ("encoding", "taken"),
+    [
+        ("", ("identity",)),
+        ("gzip, deflate, br", ("br", "gzip", "identity")),
+        ("gzip;q=0.9, br;q=0.8", ("gzip", "br", "identity")),
+        ("br, gzip;q=0", ("br", "identity")),
+        ("br, identity;q=0", ("br", "identity")),  # nothing else to send at all
+        ("identity;q=0.2, gzip;q=0.3", ("gzip", "identity")),
+        ("*;q=0.5, gzip", ("gzip", "br", "identity")),
+    ],
+)
+def test_codings_are_what_the_client_takes_best_first(
+    encoding: str, taken: tuple[str, ...]
+) -> None:
+    """The order the service falls back in when a package's stored documents lack the
+    best one (an index written before the brotli forms)."""
+    assert codings(encoding) == taken
+
+
+async def test_brotli_when_preferred_with_its_own_etag(handlers: NpmHandlers) -> None:
+    plain = await get(handlers, "left", accept="application/json")
+    squeezed = await get(handlers, "left", accept="application/json", accept_encoding="br")
+    npm = await get(handlers, "left", accept=NPM_ACCEPT, accept_encoding="gzip,deflate")
+    yarn = await get(handlers, "left", accept=NPM_ACCEPT, accept_encoding="gzip, deflate, br")
+    assert isinstance(plain, Response)
+    for answer in (squeezed, yarn):
+        assert isinstance(answer, Response)
+        assert header(answer, "content-encoding") == "br"
+        assert header(answer, "vary") == "Accept, Accept-Encoding"
+    assert isinstance(squeezed, Response)
+    assert isinstance(yarn, Response)
+    assert brotli.decompress(squeezed.body) == plain.body
+    assert header(npm, "content-encoding") == "gzip"
+    assert header(yarn, "content-type") == CORGI
+    assert isinstance(npm, Response)
+    assert brotli.decompress(yarn.body) == gzip.decompress(npm.body)
+    etags = {header(a, "etag") for a in (plain, squeezed, npm, yarn)}
+    assert len(etags) == 4  # one per document and encoding
+
+
+async def test_304_for_any_encodings_etag_and_for_if_modified_since(
     handlers: NpmHandlers,
 ) -> None:
     plain = await get(handlers, "left", accept="application/json")
     zipped = await get(handlers, "left", accept="application/json", accept_encoding="gzip")
+    squeezed = await get(handlers, "left", accept="application/json", accept_encoding="br")
     assert header(zipped, "content-encoding") == "gzip"
-    for etag in (header(plain, "etag"), header(zipped, "etag")):
-        for encoding in ("identity", "gzip"):
+    assert header(squeezed, "content-encoding") == "br"
+    for etag in (header(plain, "etag"), header(zipped, "etag"), header(squeezed, "etag")):
+        for encoding in ("identity", "gzip", "br"):
             answer = await get(handlers, "left", if_none_match=etag, accept_encoding=encoding)
             assert answer.status == 304
             assert isinstance(answer, Response)
             assert answer.body == b""
             assert header(answer, "vary") == "Accept, Accept-Encoding"
+            if encoding == "br":  # the 304 names what a 200 would have sent
+                assert header(answer, "etag") == header(squeezed, "etag")
+                assert header(answer, "content-encoding") == "br"
     since = header(plain, "last-modified")
     assert (await get(handlers, "left", if_modified_since=since)).status == 304
     # If-None-Match wins over If-Modified-Since.
@@ -191,8 +266,6 @@ async def test_only_the_listed_registry_endpoints_reach_the_upstream(
 async def test_private_names_are_taken_out_of_audit_requests(tmp_path: Path) -> None:
     """npm audit sends every package of a tree; private ones never reach the upstream,
     gzip body or not, bulk or quick form."""
-    import gzip
-
     import httpx
 
     seen: list[bytes] = []
@@ -246,14 +319,15 @@ async def test_a_tarball_is_a_file_with_validators_and_immutable_caching(
 
 async def test_a_large_document_304s_without_opening_its_file(tmp_path: Path) -> None:
     """Documents over IN_MEMORY_BYTES go out with sendfile; a revalidation of one is
-    answered from the index's ETags (either encoding's), not by opening the file."""
+    answered from the index's ETags (any encoding's), not by opening the file."""
     releases = {f"1.0.{i}": 1.6e9 + i for i in range(3000)}
     service = make_service(tmp_path, Registry({"big": releases}), Clock())
     big = NpmHandlers(service, prefix=PREFIX)
     plain = await get(big, "big", accept="application/json")
     zipped = await get(big, "big", accept="application/json", accept_encoding="gzip")
+    squeezed = await get(big, "big", accept="application/json", accept_encoding="br")
     assert isinstance(plain, FileResponse)  # really a large one
-    for etag in (header(plain, "etag"), header(zipped, "etag")):
+    for etag in (header(plain, "etag"), header(zipped, "etag"), header(squeezed, "etag")):
         answer = await get(big, "big", if_none_match=etag, accept_encoding="gzip")
         assert isinstance(answer, Response)
         assert answer.status == 304

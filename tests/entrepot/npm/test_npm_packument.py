@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import brotli
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,13 +15,16 @@ from hypothesis import strategies as st
 from entrepot.errors import ForbiddenError, NotFoundError
 from entrepot.npm.packument import (
     ABBREVIATED_FIELDS,
+    BROTLI_QUALITY,
     Documents,
     Index,
     PackumentError,
     PackumentTooLargeError,
     Policy,
     Retag,
+    _encoded,
     compute,
+    etags_of,
     parse_time,
     policy_for,
     version_manifest,
@@ -185,18 +189,21 @@ def test_a_lone_surrogate_is_escaped_not_a_crash() -> None:
     assert json.loads(full)["readme"] == "bad \ud800 half"
 
 
-def test_gzip_forms_and_strong_etags() -> None:
+def test_gzip_and_brotli_forms_and_strong_etags() -> None:
     docs = run(packument())
     for encoded in (docs.full, docs.abbreviated):
         assert gzip.decompress(encoded.gzip) == encoded.body
-        for etag in (encoded.etag, encoded.gzip_etag):
+        assert brotli.decompress(encoded.br) == encoded.body
+        etags = (encoded.etag, encoded.gzip_etag, encoded.br_etag)
+        for etag in etags:
             assert etag.startswith('"')
             assert etag.endswith('"')
             assert not etag.startswith("W/")
-        assert encoded.etag != encoded.gzip_etag
+        assert len(set(etags)) == 3  # one per encoding: each names exactly the bytes sent
     assert docs.full.etag != docs.abbreviated.etag
     again = run(packument())
     assert (again.full.etag, again.full.gzip) == (docs.full.etag, docs.full.gzip)
+    assert (again.full.br_etag, again.full.br) == (docs.full.br_etag, docs.full.br)
     changed = run(packument(description="another"))
     assert changed.full.etag != docs.full.etag
     assert changed.abbreviated.etag == docs.abbreviated.etag  # not in the abbreviated form
@@ -271,8 +278,10 @@ def test_index_round_trips_and_serves_manifests_after_a_restart() -> None:
     assert dict(index.etags) == {
         "full": docs.full.etag,
         "full.gz": docs.full.gzip_etag,
+        "full.br": docs.full.br_etag,
         "abbreviated": docs.abbreviated.etag,
         "abbreviated.gz": docs.abbreviated.gzip_etag,
+        "abbreviated.br": docs.abbreviated.br_etag,
     }
     assert index.modified == docs.modified == pytest.approx(NOW - 10 * DAY, abs=0.001)
     entry = index.versions["1.0.0"]
@@ -283,6 +292,28 @@ def test_index_round_trips_and_serves_manifests_after_a_restart() -> None:
         assert version_manifest(docs.full.body, index, ref) == docs.manifest(ref)
     with pytest.raises(ForbiddenError):
         version_manifest(docs.full.body, index, "1.1.0")
+
+
+def test_an_index_written_before_the_brotli_forms_still_reads() -> None:
+    """Indexes stored before this mirror had brotli forms name four representations; they
+    are read as they are (the service computes them again)."""
+    docs = run(packument())
+    raw = json.loads(docs.index.to_bytes())
+    raw["etags"] = {r: e for r, e in raw["etags"].items() if not r.endswith(".br")}
+    index = Index.from_bytes(json.dumps(raw).encode())
+    assert set(index.etags) == {"full", "full.gz", "abbreviated", "abbreviated.gz"}
+    assert dict(index.versions) == dict(docs.index.versions)
+
+
+def test_encoded_keeps_its_signature_and_takes_a_brotli_quality() -> None:
+    body = json.dumps(packument()).encode() * 4
+    default = _encoded(body, 6)
+    assert (default.body, default.gzip) == (body, gzip.compress(body, 6, mtime=0))
+    fast = _encoded(body, 1, brotli_quality=1)
+    assert brotli.decompress(fast.br) == body
+    assert fast.br_etag != default.br_etag
+    assert 0 <= BROTLI_QUALITY <= 11
+    assert etags_of(default, fast)["abbreviated.br"] == fast.br_etag
 
 
 @pytest.mark.parametrize(
@@ -489,6 +520,7 @@ def test_a_big_packument_round_trips() -> None:
     assert full["dist-tags"]["latest"] == "5.0.0"
     assert try_parse(full["dist-tags"]["latest"]) is not None
     assert gzip.decompress(docs.full.gzip) == docs.full.body  # compressed in a second thread
+    assert brotli.decompress(docs.full.br) == docs.full.body
     for version in ("0.0.0", "5.0.0"):
         assert json.loads(docs.manifest(version)) == full["versions"][version]
 

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gzip
+import hashlib
+import json
 import time
 from pathlib import Path
 
+import brotli
 import pytest
-from npm_fake import Clock, Registry, document, make_service
+from npm_fake import MIRROR, Clock, Registry, document, make_service
 
 from entrepot.config import NpmCache, NpmPolicy
 from entrepot.errors import (
@@ -25,6 +29,9 @@ from entrepot.errors import (
 )
 from entrepot.npm import service as service_module
 from entrepot.npm.compute import Computer
+from entrepot.npm.handlers import NpmHandlers
+from entrepot.npm.service import REPRESENTATIONS, NpmService
+from entrepot.web.http import Request, Response
 from entrepot.web.responses import status_for
 
 OLD = time.time() - 86400 * 400
@@ -341,3 +348,87 @@ async def test_a_packument_that_does_not_compute_is_never_stored(
     assert await svc.storage.stat("npm/left/packument/upstream.json") is None
     assert await svc.storage.stat("npm/left/packument/index.json") is None
     assert staged(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Documents stored before the brotli forms existed
+
+
+async def to_the_index_before_brotli(svc: NpmService, name: str) -> None:
+    """The stored package as the mirror wrote it before it had brotli forms: four documents,
+    four ETags, and the fingerprint of the settings alone."""
+    key = f"npm/{name}/packument/index.json"
+    raw = await svc.storage.get(key)
+    assert raw is not None
+    data = json.loads(raw)
+    meta, index = data["meta"], data["index"]
+    for rep in ("full.br", "abbreviated.br"):
+        await svc.storage.delete(meta["files"].pop(rep))
+        meta["previous"].pop(rep, None)
+        index["etags"].pop(rep)
+    settings = [MIRROR, svc.policy.model_dump(mode="json"), svc.settings.max_packument_bytes]
+    meta["fingerprint"] = hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:16]
+    await svc.storage.put_bytes(key, json.dumps(data).encode())
+
+
+async def test_documents_stored_before_brotli_are_computed_again_without_the_upstream(
+    tmp_path: Path, registry: Registry, clock: Clock
+) -> None:
+    """An upgrade: every stored package is read (not refused as unreadable, which would
+    need the upstream) and computed again from its stored upstream bytes at its first
+    request, brotli forms included, with the upstream down."""
+    svc = make_service(tmp_path, registry, clock)
+    zipped = await svc.document("left", "full.gz")
+    await to_the_index_before_brotli(svc, "left")
+    registry.failing = 503
+    upgraded = make_service(tmp_path, registry, clock)  # the new version, restarted
+    served = await upgraded.document("left", "full.br", fallback=("full.gz", "full"))
+    assert served.rep == "full.br"
+    assert served.cache == "hit"
+    assert served.stale_reason is None
+    plain = await upgraded.document("left", "full")
+    assert served.body is not None
+    assert brotli.decompress(served.body) == plain.body
+    assert registry.packument_hits("left") == 1  # only the first fetch, before the upgrade
+    again = await upgraded.document("left", "full.gz")
+    assert again.etag == zipped.etag  # the same bytes: what clients hold stays valid
+    assert set(served.etags) == {plain.etag, zipped.etag, served.etag}
+    package, _, _ = await upgraded.package("left")
+    assert set(package.files) == set(REPRESENTATIONS)
+    assert package.fingerprint == upgraded.fingerprint
+
+
+async def test_a_br_request_gets_gzip_while_the_documents_lack_brotli_forms(
+    tmp_path: Path, registry: Registry, clock: Clock
+) -> None:
+    """Until it is computed again (here: ``?write=true`` skips that, and the upstream it
+    asks instead is down), a package stored before the brotli forms is served as stored:
+    a client that prefers br gets what it takes next."""
+    cache = NpmCache(packument_ttl=10, stale_while_revalidate=0, max_stale=100, error_ttl=0)
+    svc = make_service(tmp_path, registry, clock, cache=cache)
+    plain = await svc.document("left", "full")
+    await to_the_index_before_brotli(svc, "left")
+    registry.failing = 503
+    handlers = NpmHandlers(make_service(tmp_path, registry, clock, cache=cache), prefix="/npm/")
+
+    async def get(accept_encoding: str) -> Response:
+        request = Request("GET", "/npm/left", {"accept-encoding": accept_encoding})
+        request.query = "write=true"
+        answer = await handlers.handle(request)
+        assert isinstance(answer, Response)
+        assert answer.status == 200
+        return answer
+
+    def sent(answer: Response) -> dict[str, str]:
+        assert answer.fields is not None
+        lines = answer.fields.decode("latin-1").splitlines()
+        return dict(line.split(": ", 1) for line in lines if line)
+
+    zipped = await get("gzip, deflate, br")
+    assert gzip.decompress(zipped.body) == plain.body
+    assert sent(zipped)["Content-Encoding"] == "gzip"
+    assert "503" in sent(zipped)["X-Entrepot-Stale-Reason"]
+    identity = await get("br, gzip;q=0")
+    assert identity.body == plain.body
+    assert "Content-Encoding" not in sent(identity)
+    assert registry.packument_hits("left") == 3  # asked (write=true), never needed
