@@ -38,7 +38,7 @@ integration: $(STAMP)
 
 # The e2e suite needs the control-plane binaries: built first (cached outside the repo).
 # The SQL store's tests need PostgreSQL's server binaries: installed on Debian when missing.
-test: lint cluster-tools test-postgres test-prometheus test-js-clients
+test: lint cluster-tools test-postgres test-prometheus test-js-clients test-image
 	$(BIN)/pytest
 
 test-postgres:
@@ -52,6 +52,17 @@ test-prometheus:
 # outside the repository (only if missing).
 test-js-clients:
 	python3 tests/support/jsclients.py install
+
+# buildah, podman, runc and debootstrap (Debian's, only if missing) when no Docker engine runs
+# here: tests/packaging/test_image.py builds the image with them (layer cache outside the repo).
+test-image:
+	python3 tests/support/image.py install
+
+# The image from the Dockerfile, tagged entrepot:<version>: Docker if its engine runs here, else
+# buildah on local bases when the official ones cannot be pulled (docs/image.md).
+.PHONY: image test-image
+image: test-image
+	python3 tests/support/image.py build
 
 # A real control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok) on
 # 127.0.0.1; the first run builds it from Go modules (minutes). The last line printed by
