@@ -61,13 +61,18 @@ class Computed:
     index: Index
     bodies: Mapping[Representation, Body]
 
+    @classmethod
+    def of(cls, docs: Documents) -> Computed:
+        """Documents made elsewhere (in memory), as published."""
+        return cls(docs.index, bodies_of(docs))
+
     @property
     def too_new(self) -> bool:
         """Some version is hidden until it is old enough (computed again then)."""
         return "too-new" in self.index.hidden.values()
 
 
-def _bodies(docs: Documents) -> dict[Representation, bytes]:
+def bodies_of(docs: Documents) -> dict[Representation, bytes]:
     return {
         "full": docs.full.body,
         "full.gz": docs.full.gzip,
@@ -81,7 +86,7 @@ def _bodies(docs: Documents) -> dict[Representation, bytes]:
 def _in_memory(source: Body, **kwargs: object) -> Computed:
     raw = source.read_bytes() if isinstance(source, Path) else source
     docs = compute(raw, **kwargs)  # type: ignore[arg-type]
-    return Computed(docs.index, _bodies(docs))
+    return Computed(docs.index, bodies_of(docs))
 
 
 def source_size(source: Body) -> int:
@@ -198,7 +203,7 @@ def _main() -> int:
             policy=Policy(min_release_age=age, blocked_versions=frozenset(blocked)),
         )
         del raw
-        for rep, body in _bodies(docs).items():
+        for rep, body in bodies_of(docs).items():
             Path(job["outs"][rep]).write_bytes(body)
     except EntrepotError as e:
         error = {"type": type(e).__name__, "message": str(e)}

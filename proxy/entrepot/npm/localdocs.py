@@ -19,6 +19,7 @@ caller computes. Pure: no I/O.
 from __future__ import annotations
 
 import json
+import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,11 +31,16 @@ from entrepot.npm.packument import (
     Index,
     VersionEntry,
     _abbreviated_version,
+    _Background,
     _encode,
     _encoded,
     etags_of,
     parse_time,
 )
+
+PARALLEL_BYTES = 16 << 10
+"""From this size of full document on, its compression runs in a thread of its own (below,
+starting the thread costs more than it saves)."""
 
 
 def _dumps(value: object) -> str:
@@ -99,8 +105,13 @@ class Pieces:
         self.max_bytes = max_bytes
         self._pieces: OrderedDict[tuple[str, str], _Piece] = OrderedDict()
         self._bytes = 0
+        self._lock = threading.Lock()  # publishes of two packages assemble in two threads
 
     def get(self, name: str, version: LocalVersion, prefix: str) -> _Piece | None:
+        with self._lock:
+            return self._get(name, version, prefix)
+
+    def _get(self, name: str, version: LocalVersion, prefix: str) -> _Piece | None:
         key = (name, version.version)
         piece = self._pieces.get(key)
         if piece is not None and (
@@ -201,6 +212,9 @@ def assemble(
         at += len(piece.full)
     chunks.append(b"}," + _encode(tail)[1:])
     full_body = b"".join(chunks)
+    # Compression is most of the work left: the full document's in a second thread (zlib
+    # and brotli release the GIL) while this one joins and compresses the abbreviated one.
+    background = _Background(_encoded, full_body) if len(full_body) >= PARALLEL_BYTES else None
 
     # The abbreviated document, from each version's piece.
     abbreviated_body = b"".join(
@@ -212,8 +226,8 @@ def assemble(
             b',"time":' + _encode(times) + b"}",
         ]
     )
-    full_doc = _encoded(full_body)
     corgi = _encoded(abbreviated_body)
+    full_doc = _encoded(full_body) if background is None else background.result()
     index = Index(
         name=name,
         dist_tags=dict(tags),

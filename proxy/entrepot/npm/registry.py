@@ -45,7 +45,8 @@ from entrepot.errors import (
     NotFoundError,
 )
 from entrepot.npm import names
-from entrepot.npm.localdocs import LocalPackage, LocalVersion
+from entrepot.npm.localdocs import LocalPackage, LocalVersion, Pieces, assemble
+from entrepot.npm.packument import Documents, policy_for
 from entrepot.npm.publish import (
     parse_publish,
     parse_rev,
@@ -353,6 +354,7 @@ class RegistryEndpoints:
         self.service = service
         self.storage = storage
         self.settings = settings
+        self.pieces = Pieces()
         service.startup.append(self.heal)
 
     # -- reads and listings under /-/ ---------------------------------------------------------
@@ -643,10 +645,26 @@ class RegistryEndpoints:
             keys.update(published or {})
             if any(v not in keys for v in record.versions):
                 keys = await self.store.tarball_keys(name)
-            raw = await asyncio.to_thread(packument_bytes, with_tarball_keys(record, keys))
+            raw, docs = await asyncio.to_thread(self._assemble, with_tarball_keys(record, keys))
             await self.service.publish_local(
-                name, raw, rev=record.rev, deleted=record.deleted is not None
+                name, raw, rev=record.rev, deleted=record.deleted is not None, documents=docs
             )
+
+    def _assemble(self, record: PackageRecord) -> tuple[bytes, Documents | None]:
+        """The packument, and its documents when they can be joined from each version's
+        served bytes (made once per worker): a publish then costs the same at the 100th
+        version as at the first. None for compute to decide (a blocked version, ...)."""
+        package = local_package(record)
+        docs = None
+        if record.deleted is None:
+            blocked = policy_for(record.name, blocked=self.service.policy.blocked)
+            docs = assemble(
+                package,
+                base_url=self.service.base_url,
+                blocked=blocked.blocked_versions,
+                pieces=self.pieces,
+            )
+        return package.to_bytes(), docs
 
     async def heal(self) -> None:
         """Documents left behind the store by a crash (between a write's transaction and its

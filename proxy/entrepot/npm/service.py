@@ -57,6 +57,7 @@ from entrepot.npm.integrity import (
     expected_from_dist,
 )
 from entrepot.npm.packument import (
+    Documents,
     Index,
     PackumentError,
     PackumentTooLargeError,
@@ -394,11 +395,19 @@ class NpmService:
         }
 
     async def publish_local(
-        self, name: str, raw: bytes, *, rev: int, deleted: bool = False
+        self,
+        name: str,
+        raw: bytes,
+        *,
+        rev: int,
+        deleted: bool = False,
+        documents: Documents | None = None,
     ) -> Package:
         """The documents of a package published here, computed from ``raw`` (the packument
         the registry built from its store) exactly as a mirrored one's, and published with
-        the same layout; the index says ``local``. The caller holds :meth:`local_lock`."""
+        the same layout; the index says ``local``. ``documents``: already made from ``raw``
+        (:func:`entrepot.npm.localdocs.assemble`), so not computed again. The caller holds
+        :meth:`local_lock`."""
         now = self.clock()
         known = await self._load(name, self._packages.get(name))
         package = await self._build(
@@ -411,6 +420,7 @@ class NpmService:
             local_rev=rev,
             deleted=deleted,
             extra={self._local_key(name): raw},
+            documents=documents,
         )
         self._checked[name] = now
         return package
@@ -679,11 +689,17 @@ class NpmService:
         deleted: bool = False,
         extra: dict[str, bytes] | None = None,
         upstream: Body | None = None,
+        documents: Documents | None = None,
     ) -> Package:
-        """Compute the documents of ``source`` (policy measured at ``now``) and publish them;
-        ``upstream`` (the upstream's answer) is stored once it computed."""
+        """Compute the documents of ``source`` (policy measured at ``now``; ``documents``:
+        made already) and publish them; ``upstream`` (the upstream's answer) is stored once it
+        computed."""
         with self._outputs() as outs:
-            computed = await self._compute(name, source, outs, now, local=local_rev is not None)
+            computed = (
+                Computed.of(documents)
+                if documents is not None
+                else await self._compute(name, source, outs, now, local=local_rev is not None)
+            )
             if upstream is not None:
                 key = self._upstream_key(name)
                 if isinstance(upstream, Path):

@@ -21,7 +21,7 @@ import pytest
 from npm_fake import MIRROR as BASE
 from npm_fake import Clock, Registry, document, make_service
 
-from entrepot.config import NpmRegistry, NpmSettings, PublishRule
+from entrepot.config import NpmPolicy, NpmRegistry, NpmSettings, PublishRule
 from entrepot.errors import ConflictError, ForbiddenError, InvalidRequestError, NotFoundError
 from entrepot.npm.auth import masked, new_token, token_key
 from entrepot.npm.packument import compute
@@ -33,6 +33,7 @@ from entrepot.npm.registry import (
     parse_search,
     parse_write_path,
     rev_text,
+    with_tarball_keys,
 )
 from entrepot.npm.registry_auth import Authenticator
 from entrepot.npm.registrystore import RegistryStore, open_registry_store
@@ -252,6 +253,40 @@ async def test_local_writes_are_read_back_through_the_other_worker_at_once(
     assert full["description"] == "@s/p here"
     assert full["readme"] == "# @s/p"
     assert [m["name"] for m in full["maintainers"]] == ["alice"]
+
+
+async def test_publishes_join_each_versions_bytes_and_serve_what_compute_would(
+    tmp_path: Path, upstream: Registry, store: RegistryStore
+) -> None:
+    """Each publish assembles the documents from the versions' bytes made once (the memo
+    holds every version), and what is served is what compute makes of the whole packument;
+    a version the policy blocks sends the package through compute, which hides it."""
+    clock = Clock()
+    rig = Rig(tmp_path, upstream, clock, store)
+    token = await rig.token("alice")
+    for i in range(4):
+        await rig.put("/@s%2fp", publish_body("@s/p", f"1.{i}.0", tgz(str(i))), token)
+    assert sorted(v for (_, v) in rig.registry.pieces._pieces) == [f"1.{i}.0" for i in range(4)]
+    record = await store.package("@s/p")
+    assert record is not None
+    keys = await store.tarball_keys("@s/p")
+    expected = compute(
+        packument_bytes(with_tarball_keys(record, keys)),
+        name="@s/p",
+        base_url=BASE,
+        now=0,
+        max_bytes=1 << 30,
+    )
+    for rep, body in (("full", expected.full.body), ("abbreviated", expected.abbreviated.body)):
+        served = await rig.b.document("@s/p", rep)  # type: ignore[arg-type]
+        assert served.body == body, rep
+
+    blocking = make_service(tmp_path, upstream, clock, policy=NpmPolicy(blocked=["@s/p@1.1.0"]))
+    strict = rig.endpoints(blocking)
+    await rig.put("/@s%2fp", publish_body("@s/p", "1.4.0", tgz("4")), token, strict)
+    assert strict.pieces._pieces == {}  # computed, not assembled
+    full = document((await blocking.document("@s/p", "full")).body)
+    assert set(full["versions"]) == {"1.0.0", "1.2.0", "1.3.0", "1.4.0"}
 
 
 async def test_refused_publishes_leave_nothing_behind(
