@@ -137,6 +137,7 @@ class Package:
     previous: dict[Representation, str] = field(default_factory=dict)
     cost: int = 0
     local_rev: int | None = None  # published here (the store's rev it was built at): never upstream
+    index_file: str | None = None  # index.json's local path, stat'ed directly (filesystem)
     deleted: bool = False  # a local package wholly unpublished (404, never upstream again)
 
 
@@ -327,6 +328,14 @@ class NpmService:
         the packument's TTL as before."""
         package = self._packages.get(name)
         if (
+            package is not None
+            and package.local_rev is not None
+            and package.index_file is not None
+            and not write
+            and _unchanged(package.index_file, package.stamp)
+        ):
+            return package  # one stat: a write through another worker shows at once
+        if (
             package is None
             or write
             or package.local_rev is not None
@@ -495,6 +504,8 @@ class NpmService:
         except ValueError as e:
             log.warning("ignoring an unreadable %s: %s", key, e)
             return None
+        if blob.path is not None:
+            package = replace(package, index_file=os.fspath(blob.path))
         self._remember(name, package)
         return package
 
@@ -798,7 +809,11 @@ class NpmService:
     async def _publish_index(self, name: str, package: Package) -> Package:
         raw = _index_bytes(package)
         blob = await self.storage.put_bytes(self._index_key(name), raw)
-        package = replace(package, stamp=(blob.mtime_ns, blob.size))
+        package = replace(
+            package,
+            stamp=(blob.mtime_ns, blob.size),
+            index_file=None if blob.path is None else os.fspath(blob.path),
+        )
         self._remember(name, package)
         return package
 
@@ -958,6 +973,16 @@ class NpmService:
 
     async def close(self, grace: float) -> None:
         await self.flights.drain(grace)
+
+
+def _unchanged(path: str, stamp: tuple[int, int]) -> bool:
+    """index.json at ``path`` is still the one read (``stat`` directly: no key checks, no
+    path objects, on the hot path of every read of a local package)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return (st.st_mtime_ns, st.st_size) == stamp
 
 
 def _index_bytes(package: Package) -> bytes:
