@@ -224,7 +224,7 @@ class VersionEntry:
 Representation = Literal[
     "full", "full.gz", "full.br", "abbreviated", "abbreviated.gz", "abbreviated.br"
 ]
-_REPRESENTATIONS: tuple[Representation, ...] = (
+REPRESENTATIONS: tuple[Representation, ...] = (
     "full",
     "full.gz",
     "full.br",
@@ -280,7 +280,7 @@ class Index:
             }
             hidden = {str(v): _REASONS[_REASONS.index(r)] for v, r in raw["hidden"].items()}
             etags = {
-                _REPRESENTATIONS[_REPRESENTATIONS.index(r)]: str(e) for r, e in raw["etags"].items()
+                REPRESENTATIONS[REPRESENTATIONS.index(r)]: str(e) for r, e in raw["etags"].items()
             }
             modified = raw["modified"]
             return cls(

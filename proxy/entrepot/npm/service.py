@@ -57,6 +57,7 @@ from entrepot.npm.integrity import (
     expected_from_dist,
 )
 from entrepot.npm.packument import (
+    REPRESENTATIONS,
     Documents,
     Index,
     PackumentError,
@@ -72,14 +73,6 @@ from entrepot.storage.base import BlobInfo, Storage
 
 log = logging.getLogger("entrepot.npm")
 
-REPRESENTATIONS: tuple[Representation, ...] = (
-    "full",
-    "full.gz",
-    "full.br",
-    "abbreviated",
-    "abbreviated.gz",
-    "abbreviated.br",
-)
 BEFORE_BROTLI: frozenset[Representation] = frozenset(
     {"full", "full.gz", "abbreviated", "abbreviated.gz"}
 )
