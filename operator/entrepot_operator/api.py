@@ -41,6 +41,7 @@ from pydantic_core import CoreSchema, core_schema
 
 from entrepot.config import (
     PROXY_LIST_PATTERN,
+    USERS_NEED_NAMES,
     Duration,
     GoCache,
     GoSettings,
@@ -867,10 +868,6 @@ NpmUserName = Annotated[
         " most 214 characters",
     ),
 ]
-USERS_NEED_NAMES = (
-    "a publish rule with allow: users needs users: the names of those who may publish"
-    " (allow: nobody refuses everyone)"
-)
 PUBLISH_RULE_RULES = [
     {
         "rule": "!has(self.allow) || self.allow != 'users' || (has(self.users)"

@@ -846,6 +846,12 @@ class NpmCredentials(_Model):
     )
 
 
+USERS_NEED_NAMES = (
+    "a publish rule with allow: users needs users: the names of those who may publish"
+    " (allow: nobody refuses everyone)"
+)
+
+
 class PublishRule(_Model):
     """Who may publish (and then maintain) the packages whose names match ``packages``."""
 
@@ -862,6 +868,12 @@ class PublishRule(_Model):
     users: list[str] = Field(default_factory=list, description="The users of allow: users.")
 
     _names = field_validator("packages")(classmethod(lambda cls, v: _check_name_globs(v)))
+
+    @model_validator(mode="after")
+    def _users_named(self) -> PublishRule:
+        if self.allow == "users" and not self.users:
+            raise ValueError(USERS_NEED_NAMES)
+        return self
 
 
 class NpmRegistry(_Model):

@@ -96,6 +96,14 @@ def test_pointing_at_itself_is_refused() -> None:
         ("go: {max_zip_bytes: 999999999999}", "go.max_zip_bytes"),
         ("listen: nowhere", "invalid listen address"),
         ("surprise: 1", "surprise = 1: Extra inputs are not permitted"),
+        (
+            "npm: {registry: {publish: [{packages: ['@corp/*'], allow: users}]}}",
+            "npm.registry.publish.0",
+        ),
+        (
+            "npm: {registry: {publish: [{packages: ['@corp/*'], allow: users}]}}",
+            "allow: users needs users",
+        ),
     ],
 )
 def test_bad_config_names_the_field(tmp_path: Path, yaml_text: str, fragment: str) -> None:
