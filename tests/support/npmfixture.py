@@ -41,6 +41,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
@@ -847,13 +848,30 @@ def _json_error(status: int, message: str) -> _Answer:
     return _Answer(status, {"Content-Type": "application/json"}, body)
 
 
-def _handler(fixture: NpmFixture) -> type[BaseHTTPRequestHandler]:
+def _handler(
+    fixture: NpmFixture, open_connections: set[socket.socket], open_lock: threading.Lock
+) -> type[BaseHTTPRequestHandler]:
+    """The fixture's request handler; each connection is in ``open_connections`` while it
+    is served, so that stopping the fixture can cut the keep-alive ones too (a stopped
+    ThreadingHTTPServer accepts no new connection but goes on serving the open ones: a mirror
+    holding one would still reach an "upstream that is gone")."""
+
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as the public registry offers
         timeout = 30  # an idle keep-alive connection does not hold a thread for ever
         # Headers and body leave in separate writes: without this, Nagle's algorithm and the
         # client's delayed ACK add 40 ms to every keep-alive request.
         disable_nagle_algorithm = True
+
+        def setup(self) -> None:
+            super().setup()
+            with open_lock:
+                open_connections.add(self.connection)
+
+        def finish(self) -> None:
+            with open_lock:
+                open_connections.discard(self.connection)
+            super().finish()
 
         def _headers(self) -> dict[str, str]:
             return {k.lower(): v for k, v in self.headers.items()}
@@ -950,7 +968,9 @@ def running_npm_fixture(
         versions = standard_packages(dt.datetime.now(dt.UTC))
         tags = STANDARD_TAGS if tags is None else tags
     fixture = NpmFixture(versions, tags=tags, gzip_documents=gzip_documents)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fixture))
+    open_connections: set[socket.socket] = set()
+    open_lock = threading.Lock()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fixture, open_connections, open_lock))
     server.daemon_threads = True
     fixture.url = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, name="npm-fixture", daemon=True)
@@ -960,4 +980,8 @@ def running_npm_fixture(
     finally:
         server.shutdown()
         server.server_close()
+        with open_lock:
+            for connection in open_connections:
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
         thread.join(10)
